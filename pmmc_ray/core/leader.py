@@ -1,0 +1,235 @@
+"""Leader (paper 2.4 and 3): turns replicas' proposals into ballots and pvalues.
+
+A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
+(configurations change through the log; each runs its own synod instances). In each:
+
+- ``ballot_num``, ``active``, ``proposals`` (slot -> batch, one per slot), as in the
+  paper. ``_become_active`` and ``_become_passive`` are the only places that flip
+  ``active``.
+- Adopted: ``proposals := proposals ◁ pmax(pvals)``, then phase 2 for every
+  proposal (paper 2.4). Slots below the highest ``slot_out`` a replica reported are
+  already decided and applied somewhere, so phase 2 for them waits until a replica
+  asks for them again.
+- Preempted by a higher ballot: go passive and, instead of scouting again at once,
+  watch the winner with pings; scout again only when it has not answered "active"
+  for ``timeout``. ``timeout`` grows multiplicatively on preemption and shrinks
+  additively on adoption (paper 3, "leader failure detection and duelling").
+
+Durable state: the highest ballot round this leader has used. It is persisted before
+the p1a for a new round can leave, so a restarted leader never reuses a ballot.
+Reusing one with different proposals could get two commands accepted at the same
+(ballot, slot), and then pmax could pick either: two decisions for one slot (C1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .messages import (
+    Adopted,
+    DurableRecord,
+    Effect,
+    LeaderRound,
+    Message,
+    Persist,
+    Phase2,
+    Ping,
+    Pong,
+    Preempted,
+    Propose,
+    Retire,
+    Send,
+    SetTimer,
+    StartScout,
+    Timer,
+    persist_first,
+)
+from .timing import Timing, chunks
+from .types import Ballot, Batch, Config, pmax
+
+TICK = "tick"
+
+
+@dataclass(slots=True)
+class LeaderEpoch:
+    """A leader's state in one configuration epoch."""
+
+    config: Config
+    ballot_num: Ballot
+    active: bool = False
+    proposals: dict[int, Batch] = field(default_factory=dict)
+    scouting: bool = False
+    scout_since: int = 0
+    watching: str | None = None
+    last_alive: int = 0
+    decided_below: int = 0
+
+
+class Leader:
+    """A pure leader: ``handle(msg, now)`` returns effects."""
+
+    def __init__(
+        self,
+        leader_id: str,
+        config: Config,
+        timing: Timing,
+        *,
+        scout_id: str,
+        commander_id: str,
+        max_round: int = -1,
+    ) -> None:
+        self.id = leader_id
+        self.timing = timing
+        self.scout = scout_id
+        self.commander = commander_id
+        self.max_round = max_round  # highest round ever persisted
+        self.timeout = timing.timeout_initial
+        self.epochs: dict[int, LeaderEpoch] = {}
+        self._initial = config
+
+    @classmethod
+    def recover(
+        cls,
+        leader_id: str,
+        config: Config,
+        timing: Timing,
+        records: Iterable[DurableRecord],
+        *,
+        scout_id: str,
+        commander_id: str,
+    ) -> Leader:
+        """Rebuild a leader from its durable records."""
+        max_round = -1
+        for rec in records:
+            if not isinstance(rec, LeaderRound):
+                raise TypeError(f"not a leader record: {rec!r}")
+            max_round = max(max_round, rec.round)
+        return cls(
+            leader_id, config, timing, scout_id=scout_id, commander_id=commander_id, max_round=max_round
+        )
+
+    def start(self, now: int) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.id in self._initial.leaders:
+            ep = self._join(self._initial)
+            effects += self._start_scouting(ep, now)
+        effects.append(SetTimer(TICK, self.timing.ping_interval))
+        return persist_first(effects)
+
+    def handle(self, msg: Message | Timer, now: int) -> list[Effect]:
+        match msg:
+            case Propose():
+                effects = self._on_propose(msg, now)
+            case Adopted():
+                effects = self._on_adopted(msg)
+            case Preempted():
+                effects = self._on_preempted(msg, now)
+            case Ping():
+                ep = self.epochs.get(msg.epoch)
+                effects = [Send(msg.src, Pong(self.id, msg.epoch, ep is not None and ep.active))]
+            case Pong():
+                ep = self.epochs.get(msg.epoch)
+                if ep is not None and msg.active and msg.src == ep.watching:
+                    ep.last_alive = now
+                effects = []
+            case Retire():
+                self.epochs.pop(msg.epoch, None)
+                effects = []
+            case Timer(name=name) if name == TICK:
+                effects = self._on_tick(now)
+            case _:
+                effects = []
+        return persist_first(effects)
+
+    # --- state changes -------------------------------------------------------------
+
+    def _join(self, config: Config) -> LeaderEpoch:
+        ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.id))
+        self.epochs[config.epoch] = ep
+        return ep
+
+    def _start_scouting(self, ep: LeaderEpoch, now: int) -> list[Effect]:
+        # Every scouting attempt uses a round this leader has never used, in any epoch.
+        rnd = max(ep.ballot_num.round, self.max_round + 1)
+        self.max_round = rnd
+        ep.ballot_num = Ballot(rnd, self.id)
+        ep.active = False
+        ep.scouting = True
+        ep.scout_since = now
+        ep.watching = None
+        return [Persist(LeaderRound(rnd)), Send(self.scout, StartScout(ep.config, ep.ballot_num))]
+
+    def _become_active(self, ep: LeaderEpoch) -> list[Effect]:
+        ep.active = True
+        ep.scouting = False
+        self.timeout = max(self.timing.timeout_min, self.timeout - self.timing.timeout_decrease)
+        slots = sorted(s for s in ep.proposals if s >= ep.decided_below)
+        return self._phase2(ep, [(s, ep.proposals[s]) for s in slots])
+
+    def _become_passive(self, ep: LeaderEpoch, winner: Ballot, now: int) -> None:
+        ep.active = False
+        ep.scouting = False
+        ep.ballot_num = Ballot(winner.round + 1, self.id)
+        ep.watching = winner.leader if winner.leader != self.id else None
+        ep.last_alive = now
+        self.timeout = min(self.timing.timeout_max, int(self.timeout * self.timing.timeout_factor))
+
+    # --- handlers --------------------------------------------------------------------
+
+    def _phase2(self, ep: LeaderEpoch, entries: list[tuple[int, Batch]]) -> list[Effect]:
+        return [
+            Send(self.commander, Phase2(ep.config, ep.ballot_num, part))
+            for part in chunks(entries, self.timing.max_entries_per_message)
+        ]
+
+    def _on_propose(self, m: Propose, now: int) -> list[Effect]:
+        effects: list[Effect] = []
+        ep = self.epochs.get(m.config.epoch)
+        if ep is None:
+            if self.id not in m.config.leaders:
+                return []
+            ep = self._join(m.config)
+            effects += self._start_scouting(ep, now)
+        ep.decided_below = max(ep.decided_below, m.slot_out)
+        run: list[tuple[int, Batch]] = []
+        for slot, batch in m.entries:
+            if slot not in ep.proposals:
+                ep.proposals[slot] = batch
+            # A repeated proposal means the replica has not seen the decision: run
+            # phase 2 again (with whatever this leader must propose for the slot).
+            run.append((slot, ep.proposals[slot]))
+        if ep.active:
+            effects += self._phase2(ep, run)
+        return effects
+
+    def _on_adopted(self, m: Adopted) -> list[Effect]:
+        ep = self.epochs.get(m.epoch)
+        if ep is None or not ep.scouting or m.ballot != ep.ballot_num:
+            return []  # stale
+        for slot, pv in pmax(m.pvalues).items():
+            ep.proposals[slot] = pv.value
+        return self._become_active(ep)
+
+    def _on_preempted(self, m: Preempted, now: int) -> list[Effect]:
+        ep = self.epochs.get(m.epoch)
+        if ep is None or not m.ballot > ep.ballot_num:
+            return []  # stale: we have moved past that ballot already
+        self._become_passive(ep, m.ballot, now)
+        return []
+
+    def _on_tick(self, now: int) -> list[Effect]:
+        effects: list[Effect] = []
+        for epoch in sorted(self.epochs):
+            ep = self.epochs[epoch]
+            if ep.scouting:
+                if now - ep.scout_since >= self.timing.scout_retry:
+                    ep.scout_since = now
+                    effects.append(Send(self.scout, StartScout(ep.config, ep.ballot_num)))
+            elif not ep.active:
+                if ep.watching is None or now - ep.last_alive > self.timeout:
+                    effects += self._start_scouting(ep, now)
+                else:
+                    effects.append(Send(ep.watching, Ping(self.id, epoch)))
+        effects.append(SetTimer(TICK, self.timing.ping_interval))
+        return effects

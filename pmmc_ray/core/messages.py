@@ -1,0 +1,329 @@
+"""Messages between roles, named as in the paper (section 2), and the effects roles return.
+
+Every message is a frozen record. Messages carry the configuration epoch and the
+ballot they are about, so a role can always tell a stale or duplicated message from a
+current one: the network may lose, duplicate and reorder anything.
+
+Effects are what a role asks its interpreter (the simulator or the Ray runtime) to do.
+The interpreter executes them in list order, and the order matters in one place:
+
+    Persist effects always come before the Send effects of the same step, and the
+    interpreter must finish persisting before it sends. An acceptor that answers a
+    p1b or p2b for state that is not yet durable can, after a crash, vote against its
+    own promise, and then two different commands can be decided in one slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .types import Ballot, Batch, Command, Config, PValue
+
+Entries = tuple[tuple[int, Batch], ...]
+"""(slot, batch) pairs, sorted by slot."""
+
+
+# --- client <-> replica ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """<request, c>: a client asks a replica to perform command c."""
+
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """<response, cid, result>: the outcome of a performed command.
+
+    ``error`` is set (and ``result`` is None) when the state machine rejected the
+    operation; the rejection is itself part of the replicated history.
+    """
+
+    client_id: str
+    command_id: int
+    result: Any = None
+    error: str | None = None
+
+
+# --- replica -> leader -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """<propose, s, c>, batched: a replica proposes batches for slots of ``config``.
+
+    ``slot_out`` is the sender's slot_out: every slot below it is decided, so a newly
+    adopted leader need not run phase 2 again for those slots.
+    """
+
+    src: str
+    config: Config
+    slot_out: int
+    entries: Entries
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Every slot of ``epoch`` is decided: its leaders may drop that epoch's state."""
+
+    epoch: int
+
+
+# --- leader <-> scout / commander --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartScout:
+    """Leader asks its scout to run phase 1 for ``ballot`` in ``config``."""
+
+    config: Config
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Phase2:
+    """Leader asks its commander to run phase 2 for these (slot, batch) at ``ballot``."""
+
+    config: Config
+    ballot: Ballot
+    entries: Entries
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """<adopted, b, pvals>: a majority of acceptors adopted ``ballot``.
+
+    ``pvalues`` is already reduced with pmax: at most one pvalue per slot.
+    """
+
+    epoch: int
+    ballot: Ballot
+    pvalues: tuple[PValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preempted:
+    """<preempted, b'>: an acceptor has adopted ``ballot``, higher than ``for_ballot``."""
+
+    epoch: int
+    for_ballot: Ballot
+    ballot: Ballot
+
+
+# --- scout / commander <-> acceptor ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class P1a:
+    """<p1a, λ, b>: phase-1 request from scout ``src``."""
+
+    src: str
+    epoch: int
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class P1b:
+    """<p1b, α, b, accepted>: the acceptor's current ballot and accepted pvalues.
+
+    ``for_ballot`` is the ballot of the p1a being answered.
+    """
+
+    src: str
+    epoch: int
+    for_ballot: Ballot
+    ballot: Ballot
+    accepted: tuple[PValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class P2a:
+    """<p2a, λ, <b, s, c>>, batched: commander ``src`` asks to accept these entries."""
+
+    src: str
+    epoch: int
+    ballot: Ballot
+    entries: Entries
+
+
+@dataclass(frozen=True, slots=True)
+class P2b:
+    """<p2b, α, b>: the acceptor's current ballot and the slots it accepted at ``for_ballot``."""
+
+    src: str
+    epoch: int
+    for_ballot: Ballot
+    ballot: Ballot
+    slots: tuple[int, ...]
+
+
+# --- commander -> replica, replica <-> replica -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """<decision, s, c>, batched. Sent by commanders, and by replicas when catching up."""
+
+    entries: Entries
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """A replica that stopped making progress asks a peer for decisions from ``slot_out``."""
+
+    src: str
+    slot_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateRequest:
+    """A replica that lost its memory asks its peers for a snapshot."""
+
+    src: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """Everything a replica needs to continue from ``slot_out``: state transfer."""
+
+    src: str
+    slot_out: int
+    configs: tuple[Config, ...]
+    app_state: bytes
+    client_table: tuple[tuple[str, int, Response], ...]
+    digest: str
+
+
+# --- leader <-> leader (failure detection, paper section 3) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    src: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    src: str
+    epoch: int
+    active: bool
+
+
+# --- timers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A timer set with :class:`SetTimer` has fired."""
+
+    name: str
+
+
+Message = (
+    Request
+    | Response
+    | Propose
+    | Retire
+    | StartScout
+    | Phase2
+    | Adopted
+    | Preempted
+    | P1a
+    | P1b
+    | P2a
+    | P2b
+    | Decisions
+    | CatchUp
+    | StateRequest
+    | StateSnapshot
+    | Ping
+    | Pong
+)
+
+
+# --- durable records ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorPromise:
+    """Acceptor adopted ``ballot`` in ``epoch``."""
+
+    epoch: int
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorAccept:
+    """Acceptor accepted these pvalues in ``epoch`` (each replaces its slot's older one)."""
+
+    epoch: int
+    pvalues: tuple[PValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderRound:
+    """Leader is about to use ballot round ``round``; it must never use it again."""
+
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """Replica learned configuration ``config``. Replicas keep their configurations on
+    disk (and nothing else), so a restarted replica knows whom to ask for state."""
+
+    config: Config
+
+
+DurableRecord = AcceptorPromise | AcceptorAccept | LeaderRound | ReplicaConfig
+
+
+# --- effects -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    dst: str
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Fire :class:`Timer` ``name`` after ``delay`` ms, replacing any pending one of that name."""
+
+    name: str
+    delay: int
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Make ``record`` durable before executing any later effect of the same step."""
+
+    record: DurableRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """Deliver ``response`` to the client that sent the command (if it is waiting here)."""
+
+    response: Response
+
+
+Effect = Send | SetTimer | Persist | ClientReply
+
+
+def persist_first(effects: list[Effect]) -> list[Effect]:
+    """Move the Persist effects of one step before all its other effects.
+
+    Making a record durable earlier than needed is always safe; making it durable
+    after a message that depends on it is not (see the module docstring).
+    """
+    if not any(isinstance(e, Persist) for e in effects):
+        return effects
+    return [e for e in effects if isinstance(e, Persist)] + [
+        e for e in effects if not isinstance(e, Persist)
+    ]

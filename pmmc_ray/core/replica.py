@@ -1,0 +1,377 @@
+"""Replica (paper 2.1): orders client commands into slots and applies them in order.
+
+State, as in the paper: the application ``app``, ``slot_in``, ``slot_out``,
+``requests``, ``proposals`` (slot -> batch), ``decisions`` (slot -> batch), and the
+configurations (``configs``, each with the slot it starts at). Extensions:
+
+- Batching: a proposal is a :class:`Batch` of up to ``Timing.max_batch`` requests.
+- Exactly once: the replicated state includes a client table, client_id ->
+  (last command_id, response). A command is performed only if its command_id is
+  newer than the table's; a decided duplicate (the same command in a later slot, or
+  a retry) is skipped and answered from the table. This is the paper's "perform a
+  command only the first time it is decided", made to survive state transfer.
+- Reconfiguration: a batch holding one :class:`Reconfigure` command decided in slot s
+  adds a configuration that starts at slot s + WINDOW. Because a replica proposes
+  only for ``slot_in < slot_out + WINDOW`` (R5), it always knows the configuration
+  of the slot it proposes for.
+- Retransmission: when ``slot_out`` has not moved for ``Timing.replica_tick``, the
+  replica re-sends its pending proposals and asks its peers for decisions it missed.
+- State transfer: a replica that starts with ``recovering=True`` (restarted, so its
+  memory is gone, or newly added by reconfiguration) proposes nothing until a peer's
+  :class:`StateSnapshot` gives it the application state, client table, configurations
+  and slot_out. It never guesses.
+
+Invariants (paper 2.1), checked by the simulator: R1 no two different decisions for a
+slot; R2 every slot below slot_out is decided; R3 replicas with the same slot_out
+have the same state; R4 slot_out never decreases; R5 proposals only for
+slot_in < slot_out + WINDOW.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from ..app.base import InvalidOperation, StateMachine
+from .messages import (
+    CatchUp,
+    ClientReply,
+    Decisions,
+    DurableRecord,
+    Effect,
+    Message,
+    Persist,
+    Propose,
+    ReplicaConfig,
+    Request,
+    Response,
+    Retire,
+    Send,
+    SetTimer,
+    StateRequest,
+    StateSnapshot,
+    Timer,
+    persist_first,
+)
+from .timing import Timing, chunks
+from .types import Batch, Command, Config, ProtocolViolation, Reconfigure
+
+TICK = "tick"
+CommandKey = tuple[str, int]
+
+
+def validate_reconfigure(op: Reconfigure) -> None:
+    """Raise :class:`InvalidOperation` unless ``op`` names a usable configuration."""
+    for what, ids in (("replicas", op.replicas), ("leaders", op.leaders), ("acceptors", op.acceptors)):
+        if not isinstance(ids, tuple) or not ids or not all(isinstance(i, str) and i for i in ids):
+            raise InvalidOperation(f"reconfigure: {what} must be a non-empty tuple of ids")
+        if len(set(ids)) != len(ids):
+            raise InvalidOperation(f"reconfigure: duplicate ids in {what}")
+
+
+class Replica:
+    """A pure replica: ``handle(msg, now)`` returns effects."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        configs: tuple[Config, ...],
+        app: StateMachine,
+        timing: Timing,
+        *,
+        recovering: bool = False,
+    ) -> None:
+        if not configs:
+            raise ValueError("a replica needs at least one configuration")
+        self.id = replica_id
+        self.app = app
+        self.timing = timing
+        self.window = timing.window
+        self.configs: list[Config] = list(configs)
+        self.slot_in = 1
+        self.slot_out = 1
+        self.requests: dict[CommandKey, Command] = {}
+        self.proposals: dict[int, Batch] = {}
+        self.decisions: dict[int, Batch] = {}
+        self.client_table: dict[str, tuple[int, Response]] = {}
+        self.recovering = recovering
+        self.digest = ""  # hash chain of applied batches: equal slot_out => equal digest (R3)
+        self._proposed: set[CommandKey] = set()
+        self._tick_slot_out = 0
+        self._rotate = 0
+
+    @classmethod
+    def recover(
+        cls,
+        replica_id: str,
+        configs: tuple[Config, ...],
+        app: StateMachine,
+        timing: Timing,
+        records: Iterable[DurableRecord],
+    ) -> Replica:
+        """A restarted replica: it knows the configurations it persisted, nothing else,
+        and recovers its state from a peer before it proposes anything."""
+        by_epoch = {c.epoch: c for c in configs}
+        for rec in records:
+            if not isinstance(rec, ReplicaConfig):
+                raise TypeError(f"not a replica record: {rec!r}")
+            by_epoch[rec.config.epoch] = rec.config
+        ordered = tuple(by_epoch[e] for e in sorted(by_epoch))
+        return cls(replica_id, ordered, app, timing, recovering=True)
+
+    # --- public ----------------------------------------------------------------------
+
+    def start(self, now: int) -> list[Effect]:
+        effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
+        if self.recovering:
+            effects += self._ask_for_state()
+        return effects
+
+    def handle(self, msg: Message | Timer, now: int) -> list[Effect]:
+        return persist_first(self._handle(msg))
+
+    def _handle(self, msg: Message | Timer) -> list[Effect]:
+        match msg:
+            case Request():
+                return self._on_request(msg.command)
+            case Decisions():
+                return self._on_decisions(msg.entries)
+            case CatchUp():
+                return self._on_catch_up(msg)
+            case StateRequest():
+                return [] if self.recovering else [Send(msg.src, self.snapshot())]
+            case StateSnapshot():
+                return self._on_snapshot(msg)
+            case Timer(name=name) if name == TICK:
+                return self._on_tick()
+            case _:
+                return []
+
+    def config_for(self, slot: int) -> Config:
+        """The configuration in effect for ``slot`` (known for every slot < slot_out + WINDOW)."""
+        for cfg in reversed(self.configs):
+            if cfg.start_slot <= slot:
+                return cfg
+        raise ProtocolViolation(f"no configuration for slot {slot}")
+
+    def snapshot(self) -> StateSnapshot:
+        table = tuple((c, cid, r) for c, (cid, r) in sorted(self.client_table.items()))
+        return StateSnapshot(
+            self.id, self.slot_out, tuple(self.configs), self.app.snapshot(), table, self.digest
+        )
+
+    # --- requests and proposals ------------------------------------------------------
+
+    def _on_request(self, c: Command) -> list[Effect]:
+        done = self.client_table.get(c.client_id)
+        if done is not None and c.command_id <= done[0]:
+            # Already performed: answer from the table (only the latest is kept).
+            return [ClientReply(done[1])] if c.command_id == done[0] else []
+        if c.key in self.requests or c.key in self._proposed:
+            return []
+        try:
+            if isinstance(c.op, Reconfigure):
+                validate_reconfigure(c.op)
+            else:
+                self.app.validate(c.op)
+        except InvalidOperation as e:
+            return [ClientReply(Response(c.client_id, c.command_id, None, str(e)))]
+        self.requests[c.key] = c
+        return [] if self.recovering else self._propose()
+
+    def _take_batch(self) -> Batch:
+        first_key = next(iter(self.requests))
+        first = self.requests.pop(first_key)
+        if first.is_reconfig:
+            return Batch((first,))
+        cmds = [first]
+        for key in list(self.requests):
+            if len(cmds) >= self.timing.max_batch:
+                break
+            c = self.requests[key]
+            if not c.is_reconfig:
+                cmds.append(self.requests.pop(key))
+        return Batch(tuple(cmds))
+
+    def _propose(self) -> list[Effect]:
+        """Paper's propose(): fill slots up to slot_out + WINDOW (R5) with batches."""
+        new: list[tuple[int, Batch]] = []
+        while self.slot_in < self.slot_out + self.window and self.requests:
+            if self.slot_in not in self.decisions:
+                batch = self._take_batch()
+                self.proposals[self.slot_in] = batch
+                self._proposed.update(c.key for c in batch.commands)
+                new.append((self.slot_in, batch))
+            self.slot_in += 1
+        return self._send_proposals(new)
+
+    def _send_proposals(self, entries: list[tuple[int, Batch]]) -> list[Effect]:
+        by_config: dict[int, list[tuple[int, Batch]]] = {}
+        for slot, batch in entries:
+            by_config.setdefault(self.config_for(slot).epoch, []).append((slot, batch))
+        effects: list[Effect] = []
+        for epoch, group in by_config.items():
+            cfg = next(c for c in self.configs if c.epoch == epoch)
+            for part in chunks(group, self.timing.max_entries_per_message):
+                msg = Propose(self.id, cfg, self.slot_out, part)
+                effects += [Send(ldr, msg) for ldr in cfg.leaders]
+        return effects
+
+    # --- decisions -------------------------------------------------------------------
+
+    def _on_decisions(self, entries: tuple[tuple[int, Batch], ...]) -> list[Effect]:
+        if self.recovering:
+            return []
+        for slot, batch in entries:
+            if slot < self.slot_out:
+                continue
+            known = self.decisions.get(slot)
+            if known is not None and known != batch:
+                raise ProtocolViolation(f"R1: two decisions for slot {slot}")
+            self.decisions[slot] = batch
+        effects: list[Effect] = []
+        while self.slot_out in self.decisions:
+            effects += self._apply_next()
+        return effects + self._propose()
+
+    def _apply_next(self) -> list[Effect]:
+        slot = self.slot_out
+        batch = self.decisions[slot]
+        mine = self.proposals.pop(slot, None)
+        effects = self._perform(slot, batch)
+        for c in batch.commands:
+            self.requests.pop(c.key, None)
+        if mine is not None:
+            self._proposed.difference_update(c.key for c in mine.commands)
+            if mine != batch:
+                self._requeue(mine.commands)
+        # Every slot of the previous configuration is now decided: retire its leaders.
+        cfg = self.config_for(self.slot_out)
+        if cfg.start_slot == self.slot_out and cfg.epoch > 0:
+            prev = self._config_by_epoch(cfg.epoch - 1)
+            effects += [Send(ldr, Retire(prev.epoch)) for ldr in prev.leaders]
+        return effects
+
+    def _requeue(self, commands: tuple[Command, ...]) -> None:
+        """Put back, first in line, our commands that lost their slot to another batch."""
+        back: dict[CommandKey, Command] = {}
+        for c in (*commands, *self.requests.values()):
+            done = self.client_table.get(c.client_id)
+            if done is not None and c.command_id <= done[0]:
+                continue
+            if c.key in self._proposed:
+                continue
+            back.setdefault(c.key, c)
+        self.requests = back
+
+    def _perform(self, slot: int, batch: Batch) -> list[Effect]:
+        """Apply ``batch`` decided in ``slot`` (== slot_out) and advance slot_out."""
+        effects: list[Effect] = []
+        for c in batch.commands:
+            done = self.client_table.get(c.client_id)
+            if done is not None and c.command_id <= done[0]:
+                continue  # decided before, or superseded by a newer command: skip
+            n_configs = len(self.configs)
+            resp = self._execute(slot, c)
+            self.client_table[c.client_id] = (c.command_id, resp)
+            if len(self.configs) > n_configs:
+                effects.append(Persist(ReplicaConfig(self.configs[-1])))
+            effects.append(ClientReply(resp))
+        self.digest = hashlib.blake2b(
+            f"{self.digest}|{slot}|{batch!r}".encode(), digest_size=16
+        ).hexdigest()
+        self.slot_out += 1
+        self.slot_in = max(self.slot_in, self.slot_out)
+        self._forget_old_decisions()
+        return effects
+
+    def _execute(self, slot: int, c: Command) -> Response:
+        op: Any = c.op
+        try:
+            if isinstance(op, Reconfigure):
+                validate_reconfigure(op)
+                last = self.configs[-1]
+                self.configs.append(
+                    Config(last.epoch + 1, slot + self.window, op.replicas, op.leaders, op.acceptors)
+                )
+                return Response(c.client_id, c.command_id, last.epoch + 1)
+            return Response(c.client_id, c.command_id, self.app.apply(op))
+        except InvalidOperation as e:
+            return Response(c.client_id, c.command_id, None, str(e))
+
+    def _forget_old_decisions(self) -> None:
+        old = self.slot_out - 1 - self.timing.keep_decisions
+        if old >= 1:
+            self.decisions.pop(old, None)
+
+    def _config_by_epoch(self, epoch: int) -> Config:
+        for cfg in self.configs:
+            if cfg.epoch == epoch:
+                return cfg
+        raise ProtocolViolation(f"unknown epoch {epoch}")
+
+    # --- retransmission, catch-up and state transfer -----------------------------------
+
+    def _peers(self) -> list[str]:
+        peers: list[str] = []
+        for cfg in reversed(self.configs):
+            for r in cfg.replicas:
+                if r != self.id and r not in peers:
+                    peers.append(r)
+        return peers
+
+    def _ask_for_state(self) -> list[Effect]:
+        return [Send(p, StateRequest(self.id)) for p in self._peers()]
+
+    def _on_tick(self) -> list[Effect]:
+        effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
+        if self.recovering:
+            return effects + self._ask_for_state()
+        stalled = self.slot_out == self._tick_slot_out
+        self._tick_slot_out = self.slot_out
+        if not stalled:
+            return effects
+        pending = sorted(s for s in self.proposals if s >= self.slot_out)
+        effects += self._send_proposals([(s, self.proposals[s]) for s in pending])
+        gap = any(s > self.slot_out for s in self.decisions)
+        peers = self._peers()
+        if pending or gap or self.requests:
+            effects += [Send(p, CatchUp(self.id, self.slot_out)) for p in peers]
+        elif peers:
+            # Idle: a decision we never received would go unnoticed, so ask one peer,
+            # a different one each time (anti-entropy).
+            self._rotate = (self._rotate + 1) % len(peers)
+            effects.append(Send(peers[self._rotate], CatchUp(self.id, self.slot_out)))
+        return effects
+
+    def _on_catch_up(self, m: CatchUp) -> list[Effect]:
+        if self.recovering or m.slot_out >= self.slot_out:
+            return []
+        if m.slot_out not in self.decisions:
+            return [Send(m.src, self.snapshot())]  # we no longer keep what it lacks
+        last = min(self.slot_out, m.slot_out + self.timing.max_entries_per_message)
+        entries = tuple((s, self.decisions[s]) for s in range(m.slot_out, last))
+        return [Send(m.src, Decisions(entries))]
+
+    def _on_snapshot(self, m: StateSnapshot) -> list[Effect]:
+        if not self.recovering and m.slot_out <= self.slot_out:
+            return []
+        self.app.restore(m.app_state)
+        self.client_table = {c: (cid, r) for c, cid, r in m.client_table}
+        known = {c.epoch for c in self.configs}
+        effects: list[Effect] = [Persist(ReplicaConfig(c)) for c in m.configs if c.epoch not in known]
+        self.configs = list(m.configs)
+        self.slot_out = m.slot_out
+        self.slot_in = max(self.slot_in, m.slot_out) if not self.recovering else m.slot_out
+        self.digest = m.digest
+        self.recovering = False
+        self._tick_slot_out = 0
+        self.decisions = {s: b for s, b in self.decisions.items() if s >= m.slot_out}
+        lost = [c for s in sorted(self.proposals) for c in self.proposals[s].commands]
+        self.proposals = {s: b for s, b in self.proposals.items() if s >= m.slot_out}
+        self._proposed = {c.key for b in self.proposals.values() for c in b.commands}
+        self._requeue(tuple(c for c in lost if c.key not in self._proposed))
+        while self.slot_out in self.decisions:
+            effects += self._apply_next()
+        return effects + self._propose()

@@ -1,0 +1,67 @@
+"""Protocol constants and timeouts, in milliseconds of whatever clock the interpreter uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Timeouts and sizes shared by all roles of a deployment.
+
+    Leader failure detection follows paper section 3: a passive leader pings the
+    leader that preempted it every ``ping_interval``; if that leader has not answered
+    "active" for ``timeout`` it scouts again. ``timeout`` grows by
+    ``timeout_factor`` on every preemption and shrinks by ``timeout_decrease`` on
+    every adoption, within [``timeout_min``, ``timeout_max``], so duelling leaders
+    back off instead of preempting each other forever.
+    """
+
+    window: int = 8
+    """WINDOW: how many slots a replica may propose beyond slot_out (paper 2.1)."""
+    max_batch: int = 64
+    """Most client commands decided in one slot."""
+    replica_tick: int = 40
+    """Replica retransmits proposals / asks peers to catch up when stalled this long."""
+    retry: int = 25
+    """Scout and commander retransmit p1a / p2a to silent acceptors after this."""
+    ping_interval: int = 20
+    timeout_initial: int = 100
+    timeout_min: int = 60
+    timeout_max: int = 2000
+    timeout_factor: float = 2.0
+    timeout_decrease: int = 10
+    scout_retry: int = 150
+    """A leader re-sends StartScout if its scout (maybe restarted) has not answered."""
+    keep_decisions: int = 10_000
+    """Applied decisions a replica keeps to help peers catch up; older ones by snapshot."""
+    max_entries_per_message: int = 256
+    """Largest number of (slot, batch) entries in one Propose / Phase2 / P2a / Decisions."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "window",
+            "max_batch",
+            "replica_tick",
+            "retry",
+            "ping_interval",
+            "timeout_initial",
+            "timeout_min",
+            "timeout_max",
+            "scout_retry",
+            "keep_decisions",
+            "max_entries_per_message",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Timing.{name} must be >= 1")
+        if not self.timeout_min <= self.timeout_initial <= self.timeout_max:
+            raise ValueError("Timing needs timeout_min <= timeout_initial <= timeout_max")
+        if self.timeout_factor < 1.0:
+            raise ValueError("Timing.timeout_factor must be >= 1")
+        if self.timeout_decrease < 0:
+            raise ValueError("Timing.timeout_decrease must be >= 0")
+
+
+def chunks(entries: list, size: int) -> list[tuple]:
+    """Split ``entries`` into tuples of at most ``size`` (for bounded message sizes)."""
+    return [tuple(entries[i : i + size]) for i in range(0, len(entries), size)]

@@ -1,0 +1,127 @@
+"""Values of the protocol: ballots, commands, batches, configurations, pvalues.
+
+Names follow "Paxos Made Moderately Complex" (van Renesse and Altinbuken, 2015),
+section 2. Everything here is an immutable record; roles never mutate a value they
+received or sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Ballot:
+    """A ballot number: (round, leader), ordered lexicographically (paper 2.2).
+
+    ``leader`` is the leader's ballot identity. Two leaders never share one, so two
+    ballots are equal only when the same leader made them in the same round.
+    """
+
+    round: int
+    leader: str
+
+    def __str__(self) -> str:
+        return f"{self.round}.{self.leader}" if self.round >= 0 else "⊥"
+
+
+BOTTOM = Ballot(-1, "")
+"""The bottom ballot, lower than every ballot a leader can make."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """The operation of a reconfiguration command (paper 2.1, 3.x).
+
+    Decided in slot s, it replaces replicas, leaders and acceptors from slot
+    s + WINDOW on.
+    """
+
+    replicas: tuple[str, ...]
+    leaders: tuple[str, ...]
+    acceptors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A client command <client_id, command_id, op> (paper 2.1).
+
+    ``op`` is either an application operation (any value the state machine accepts;
+    it must be comparable with ``==``) or a :class:`Reconfigure`.
+    """
+
+    client_id: str
+    command_id: int
+    op: Any
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.client_id, self.command_id)
+
+    @property
+    def is_reconfig(self) -> bool:
+        return isinstance(self.op, Reconfigure)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a slot decides: a batch of client commands.
+
+    The paper decides one command per slot; batching amortises one Paxos instance over
+    many commands. A reconfiguration command always travels in a batch of its own, so
+    "the configuration command decided in slot s" stays well defined.
+    """
+
+    commands: tuple[Command, ...]
+
+    @property
+    def reconfig(self) -> Reconfigure | None:
+        if len(self.commands) == 1 and self.commands[0].is_reconfig:
+            return self.commands[0].op
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A configuration: who plays which role, from slot ``start_slot`` on.
+
+    ``epoch`` numbers configurations 0, 1, 2, ... Acceptor and leader state is kept per
+    epoch: each configuration runs its own instance of the synod protocol for its own
+    slots, as if its acceptors were fresh processes (paper 2.1: each slot is decided
+    by the configuration in effect for it).
+    """
+
+    epoch: int
+    start_slot: int
+    replicas: tuple[str, ...]
+    leaders: tuple[str, ...]
+    acceptors: tuple[str, ...]
+
+    @property
+    def quorum(self) -> int:
+        """Size of a majority of the acceptors."""
+        return len(self.acceptors) // 2 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PValue:
+    """A pvalue <ballot, slot, command> (paper 2.2)."""
+
+    ballot: Ballot
+    slot: int
+    value: Batch
+
+
+def pmax(pvalues: list[PValue] | tuple[PValue, ...]) -> dict[int, PValue]:
+    """For each slot, the pvalue with the highest ballot (paper 2.4, pmax)."""
+    best: dict[int, PValue] = {}
+    for pv in pvalues:
+        cur = best.get(pv.slot)
+        if cur is None or pv.ballot > cur.ballot:
+            best[pv.slot] = pv
+    return best
+
+
+class ProtocolViolation(AssertionError):
+    """An invariant of the protocol does not hold. Never caught, never ignored."""

@@ -1,0 +1,207 @@
+"""The paper's invariants, checked while a simulation runs.
+
+The checker sees every step: which process handled what, the effects it returned,
+and the role's state afterwards. It keeps its own global record of what was ever
+proposed, accepted and decided, so it can check properties no single process can:
+
+  R1  no two different batches are decided for one slot (decisions from any commander
+      or replica, at any time).
+  R2  every slot a replica applies was decided, and it applied the decided batch.
+  R3  replicas with the same slot_out have applied the same batches (hash chain).
+  R4  a replica's slot_out never decreases (within one incarnation).
+  R5  a replica proposes only for slots < slot_out + WINDOW.
+  A1  an acceptor's ballot_num never decreases, across restarts too.
+  A2  an acceptor accepts a pvalue only at its current ballot_num.
+  A3  an acceptor never forgets an accepted pvalue (with 4.1: a slot's pvalue is only
+      replaced by one with a higher ballot), across restarts too.
+  A4  for a ballot and slot, at most one batch is accepted by any acceptor.
+  A5  once a majority accepted (b, s, c), any pvalue (b', s, c') accepted with b' > b
+      has c' = c.
+  C1  for a ballot and slot, commanders propose at most one batch.
+  C2  a commander's p2a for (b, s) carries the batch chosen at any lower ballot.
+  B1  a ballot is used (StartScout) by one leader incarnation only: a restarted
+      leader never reuses a ballot (DESIGN 4). C1 depends on it, but a reuse only
+      breaks C1 when timing is unlucky, so it is checked directly.
+
+A violation is recorded with the step that caused it; the simulator stops the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core import Acceptor, Ballot, Batch, Replica
+from ..core.messages import (
+    AcceptorAccept,
+    Decisions,
+    Effect,
+    P2a,
+    Persist,
+    Propose,
+    Send,
+    StartScout,
+)
+
+
+@dataclass(slots=True)
+class _SlotHistory:
+    accepted: dict[Ballot, Batch] = field(default_factory=dict)  # A4: one batch per ballot
+    voters: dict[Ballot, set[str]] = field(default_factory=dict)
+    chosen: tuple[Ballot, Batch] | None = None  # lowest ballot at which a majority accepted
+
+
+class InvariantChecker:
+    """Global safety checker fed by the simulator after every step."""
+
+    def __init__(self, quorum_of: dict[int, int]) -> None:
+        self.quorum_of = quorum_of  # epoch -> acceptor majority size (filled in by the sim)
+        self.violations: list[str] = []
+        self.decided: dict[int, Batch] = {}
+        self.proposed: dict[tuple[int, Ballot, int], Batch] = {}  # C1
+        self.slots: dict[tuple[int, int], _SlotHistory] = {}
+        self.acceptor_ballots: dict[tuple[str, int], Ballot] = {}  # A1
+        self.acceptor_shadow: dict[tuple[str, int], dict[int, Ballot]] = {}  # A3
+        self.replica_slot_out: dict[str, int] = {}
+        self.incarnation: dict[str, int] = {}
+        self.ballot_user: dict[tuple[int, Ballot], tuple[str, int]] = {}  # B1
+        self.digest_at: dict[int, str] = {}
+
+    def fail(self, what: str) -> None:
+        self.violations.append(what)
+
+    # --- after each step ---------------------------------------------------------------
+
+    def after_step(self, pid: str, role: object, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, Send):
+                if isinstance(e.msg, P2a):
+                    self._on_p2a(pid, e.msg)
+                elif isinstance(e.msg, Decisions):
+                    self._on_decisions(pid, e.msg)
+                elif isinstance(e.msg, Propose) and isinstance(role, Replica):
+                    self._on_propose(pid, role, e.msg)
+                elif isinstance(e.msg, StartScout):
+                    self._on_start_scout(pid, e.msg)
+            elif isinstance(e, Persist) and isinstance(e.record, AcceptorAccept):
+                self._on_accept(pid, role, e.record)
+        if isinstance(role, Acceptor):
+            self._check_acceptor(pid, role)
+        elif isinstance(role, Replica):
+            self._check_replica(pid, role)
+
+    def on_restart(self, pid: str, role: object) -> None:
+        """A process came back: start its per-incarnation checks afresh; check A1/A3."""
+        self.replica_slot_out.pop(pid, None)
+        self.incarnation[pid] = self.incarnation.get(pid, 0) + 1
+        if isinstance(role, Acceptor):
+            self._check_acceptor(pid, role)
+            for (aid, epoch), shadow in self.acceptor_shadow.items():
+                if aid != pid:
+                    continue
+                st = role.epochs.get(epoch)
+                for slot, ballot in shadow.items():
+                    pv = st.accepted.get(slot) if st else None
+                    if pv is None or pv.ballot < ballot:
+                        self.fail(f"A3: {pid} forgot its pvalue for slot {slot} at {ballot} on restart")
+                        return
+
+    # --- acceptors ---------------------------------------------------------------------
+
+    def _check_acceptor(self, pid: str, acc: Acceptor) -> None:
+        for (aid, epoch), seen in self.acceptor_ballots.items():
+            if aid == pid:
+                st = acc.epochs.get(epoch)
+                if st is None or st.ballot_num < seen:
+                    now = st.ballot_num if st else "nothing"
+                    self.fail(f"A1: {pid} epoch {epoch} ballot_num went from {seen} to {now}")
+                    return
+        for epoch, st in acc.epochs.items():
+            self.acceptor_ballots[(pid, epoch)] = st.ballot_num
+
+    def _on_accept(self, pid: str, acc: object, rec: AcceptorAccept) -> None:
+        assert isinstance(acc, Acceptor)
+        st = acc.epochs[rec.epoch]
+        shadow = self.acceptor_shadow.setdefault((pid, rec.epoch), {})
+        for pv in rec.pvalues:
+            if pv.ballot != st.ballot_num:
+                self.fail(f"A2: {pid} accepted {pv.ballot} slot {pv.slot} at ballot_num {st.ballot_num}")
+            old = shadow.get(pv.slot)
+            if old is not None and old > pv.ballot:
+                self.fail(f"A3: {pid} replaced slot {pv.slot} pvalue at {old} by lower {pv.ballot}")
+            shadow[pv.slot] = pv.ballot
+            h = self.slots.setdefault((rec.epoch, pv.slot), _SlotHistory())
+            prev = h.accepted.get(pv.ballot)
+            if prev is not None and prev != pv.value:
+                self.fail(f"A4: two batches accepted at {pv.ballot} for slot {pv.slot}")
+            h.accepted[pv.ballot] = pv.value
+            if h.chosen is not None and pv.ballot > h.chosen[0] and pv.value != h.chosen[1]:
+                self.fail(f"A5: slot {pv.slot} chosen at {h.chosen[0]}, other batch accepted at {pv.ballot}")
+            voters = h.voters.setdefault(pv.ballot, set())
+            voters.add(pid)
+            quorum = self.quorum_of.get(rec.epoch)
+            if quorum is not None and len(voters) >= quorum:
+                if h.chosen is None or pv.ballot < h.chosen[0]:
+                    h.chosen = (pv.ballot, pv.value)
+                    for b, v in h.accepted.items():
+                        if b > pv.ballot and v != pv.value:
+                            self.fail(f"A5: slot {pv.slot} chosen at {pv.ballot}, other batch at {b}")
+
+    # --- leaders ------------------------------------------------------------------------
+
+    def _on_start_scout(self, pid: str, m: StartScout) -> None:
+        key = (m.config.epoch, m.ballot)
+        me = (pid, self.incarnation.get(pid, 0))
+        user = self.ballot_user.setdefault(key, me)
+        if user != me:
+            self.fail(f"B1: {pid} (incarnation {me[1]}) reused ballot {m.ballot} of incarnation {user[1]}")
+
+    # --- commanders ----------------------------------------------------------------------
+
+    def _on_p2a(self, pid: str, m: P2a) -> None:
+        for slot, value in m.entries:
+            key = (m.epoch, m.ballot, slot)
+            prev = self.proposed.get(key)
+            if prev is not None and prev != value:
+                self.fail(f"C1: two batches proposed at {m.ballot} for slot {slot} ({pid})")
+            self.proposed[key] = value
+            h = self.slots.get((m.epoch, slot))
+            if h is not None and h.chosen is not None:
+                b, v = h.chosen
+                if b < m.ballot and v != value:
+                    self.fail(f"C2: p2a at {m.ballot} slot {slot} differs from the batch chosen at {b}")
+
+    def _on_decisions(self, pid: str, m: Decisions) -> None:
+        for slot, value in m.entries:
+            prev = self.decided.get(slot)
+            if prev is not None and prev != value:
+                self.fail(f"R1: two different batches decided for slot {slot} (sent by {pid})")
+            self.decided.setdefault(slot, value)
+
+    # --- replicas ------------------------------------------------------------------------
+
+    def _on_propose(self, pid: str, r: Replica, m: Propose) -> None:
+        for slot, _ in m.entries:
+            if slot >= r.slot_out + r.window:
+                self.fail(f"R5: {pid} proposed slot {slot} with slot_out {r.slot_out}")
+
+    def _check_replica(self, pid: str, r: Replica) -> None:
+        if r.recovering:
+            return
+        for cfg in r.configs:
+            self.quorum_of.setdefault(cfg.epoch, cfg.quorum)
+        prev = self.replica_slot_out.get(pid)
+        if prev is not None and r.slot_out < prev:
+            self.fail(f"R4: {pid} slot_out went from {prev} to {r.slot_out}")
+        if prev is not None:
+            for s in range(prev, r.slot_out):
+                got = r.decisions.get(s)
+                want = self.decided.get(s)
+                if want is None or (got is not None and got != want):
+                    self.fail(f"R2: {pid} applied slot {s} which was not decided as applied")
+                    break
+        self.replica_slot_out[pid] = r.slot_out
+        if r.slot_in > r.slot_out + r.window:
+            self.fail(f"R5: {pid} slot_in {r.slot_in} > slot_out {r.slot_out} + WINDOW")
+        seen = self.digest_at.setdefault(r.slot_out, r.digest)
+        if seen != r.digest:
+            self.fail(f"R3: {pid} at slot_out {r.slot_out} applied a different history")

@@ -1,0 +1,669 @@
+"""A deterministic, seeded, virtual-time simulation of a whole PMMC deployment.
+
+The simulator is the second interpreter of the core's effects (the Ray runtime is the
+first). It owns a virtual clock in milliseconds, a heap of pending events ordered by
+(time, sequence number), and one ``random.Random(seed)``: nothing else decides what
+happens, so a seed replays the same run byte for byte (see ``trace``).
+
+Faults are configuration (:class:`Faults`): message loss, duplication, delay spikes
+(reordering), partitions (two-way and one-way), crashes and restarts of any process,
+and live reconfiguration. Restarts behave as Ray's do: the process object is thrown
+away and rebuilt from its constructor arguments plus what it persisted; acceptors and
+leaders reload their durable records, replicas come back empty and recover by state
+transfer. Faults stop at ``fault_until``; after that every crashed process restarts,
+partitions heal and the network is reliable, and every client operation must finish.
+
+Clients are simulated too: each runs a sequence of KV operations one at a time,
+retrying with the same command id until it gets an answer, and records invoke and
+return times for the linearizability checker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..app import KVStore
+from ..core import (
+    Acceptor,
+    ClientReply,
+    Command,
+    Commander,
+    Config,
+    Leader,
+    Persist,
+    ProtocolViolation,
+    Reconfigure,
+    Replica,
+    Request,
+    Response,
+    Scout,
+    Send,
+    SetTimer,
+    Timer,
+    Timing,
+)
+from ..core.ids import commander_of, role_of, scout_of
+from ..core.messages import DurableRecord, Message
+from .invariants import InvariantChecker
+
+FAULT_KINDS = ("drop", "duplicate", "delay", "partition", "crash", "reconfig")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Which faults a run injects, and how hard."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay_spike: float = 0.0
+    """Probability that a message is delayed by up to ``spike_max`` ms (reordering)."""
+    spike_max: int = 120
+    partition: bool = False
+    crash: bool = False
+    reconfig: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Faults:
+        """``"all"``, ``"none"``, or a comma list of :data:`FAULT_KINDS`."""
+        kinds = set(FAULT_KINDS) if spec.strip() == "all" else set()
+        if spec.strip() not in ("all", "none", ""):
+            for k in spec.split(","):
+                k = k.strip()
+                if k not in FAULT_KINDS:
+                    raise ValueError(f"unknown fault kind {k!r}; choose from {', '.join(FAULT_KINDS)}, all, none")
+                kinds.add(k)
+        return cls(
+            drop=0.05 if "drop" in kinds else 0.0,
+            duplicate=0.05 if "duplicate" in kinds else 0.0,
+            delay_spike=0.03 if "delay" in kinds else 0.0,
+            partition="partition" in kinds,
+            crash="crash" in kinds,
+            reconfig="reconfig" in kinds,
+        )
+
+    def kinds(self) -> list[str]:
+        out = []
+        for k, on in (
+            ("drop", self.drop > 0),
+            ("duplicate", self.duplicate > 0),
+            ("delay", self.delay_spike > 0),
+            ("partition", self.partition),
+            ("crash", self.crash),
+            ("reconfig", self.reconfig),
+        ):
+            if on:
+                out.append(k)
+        return out
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """Size and length of one simulated run."""
+
+    f: int = 1
+    clients: int = 3
+    ops_per_client: int = 25
+    keys: int = 3
+    fault_until: int = 3000
+    """Virtual ms during which faults happen."""
+    max_time: int = 40000
+    """Give up (liveness failure) if client operations are still open at this time."""
+    settle: int = 1500
+    """After the last operation completes, run this long before the final checks."""
+    latency: tuple[int, int] = (1, 6)
+    client_retry: int = 300
+    timing: Timing = field(default_factory=Timing)
+    bug: str | None = None
+    """Inject a known bug (for tests that prove the checkers can fail)."""
+
+
+BUGS = ("acceptor-amnesia", "leader-reuses-ballot", "no-dedup")
+
+
+@dataclass
+class ClientOp:
+    client: str
+    command_id: int
+    op: tuple
+    call: int
+    ret: int | None = None
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass
+class SimResult:
+    """What one seeded run did and found."""
+
+    seed: int
+    faults: list[str]
+    f: int
+    violations: list[str]
+    ops: list[ClientOp]
+    ops_completed: int
+    linearizable: str  # "linearizable" | "not_linearizable" | "unknown" | "skipped"
+    lin_detail: str
+    converged: bool
+    end_time: int
+    events: int
+    messages: int
+    decided_slots: int
+    crashes: int
+    partitions: int
+    reconfigs: int
+    trace: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.violations
+            and self.ops_completed == len(self.ops)
+            and self.linearizable == "linearizable"
+            and self.converged
+        )
+
+    def problems(self) -> list[str]:
+        if self.violations:
+            # The run stopped at the first violating step; nothing after it counts.
+            return list(self.violations)
+        out: list[str] = []
+        if self.ops_completed != len(self.ops):
+            out.append(f"liveness: {len(self.ops) - self.ops_completed} client operations never completed")
+        if self.linearizable not in ("linearizable", "skipped"):
+            out.append(f"linearizability: {self.linearizable} {self.lin_detail}")
+        if not self.converged:
+            out.append("convergence: replicas of the last configuration differ at the end")
+        return out
+
+
+class _SimClient:
+    def __init__(self, cid: str, rng: random.Random, params: SimParams) -> None:
+        self.id = cid
+        self.rng = rng
+        self.params = params
+        self.next_id = 1
+        self.current: ClientOp | None = None
+        self.done = 0
+        self.reads: dict[str, str | None] = {}
+
+    def next_op(self, now: int) -> ClientOp:
+        keys = [f"k{i}" for i in range(self.params.keys)]
+        k = self.rng.choice(keys)
+        kind = self.rng.choices(["get", "put", "append", "cas", "delete"], [30, 25, 25, 12, 8])[0]
+        tag = f"{self.id}.{self.next_id}"
+        if kind == "get":
+            op: tuple = ("get", k)
+        elif kind == "put":
+            op = ("put", k, tag)
+        elif kind == "append":
+            op = ("append", k, f"[{tag}]")
+        elif kind == "delete":
+            op = ("delete", k)
+        else:
+            expected = self.reads.get(k) if self.rng.random() < 0.7 else None
+            op = ("cas", k, expected, tag)
+        c = ClientOp(self.id, self.next_id, op, now)
+        self.next_id += 1
+        self.current = c
+        return c
+
+
+class Simulation:
+    """One seeded run. Construct, then call :meth:`run`."""
+
+    def __init__(self, seed: int, faults: Faults, params: SimParams, *, trace: bool = False) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.params = params
+        self.timing = params.timing
+        self.now = 0
+        self._seq = 0
+        self._heap: list[tuple[int, int, str, Any]] = []
+        self.procs: dict[str, Any] = {}
+        self.alive: set[str] = set()
+        self.incarnation: dict[str, int] = {}
+        self.storage: dict[str, list[DurableRecord]] = {}
+        self.factories: dict[str, Callable[[bool], Any]] = {}
+        self.timer_version: dict[tuple[str, str], int] = {}
+        self.blocked: set[tuple[str, str]] = set()
+        self.trace: list[str] | None = [] if trace else None
+        self.events = 0
+        self.messages = 0
+        self.crashes = 0
+        self.partitions = 0
+        self.reconfigs = 0
+        self.checker = InvariantChecker({})
+        self.clients: dict[str, _SimClient] = {}
+        self.history: list[ClientOp] = []
+        self.admin_pending: ClientOp | None = None
+        self._next_id = {"replica": 0, "leader": 0, "acceptor": 0}
+        self.faulty = True
+
+    # --- building the deployment ----------------------------------------------------------
+
+    def _new_id(self, role: str) -> str:
+        n = self._next_id[role]
+        self._next_id[role] = n + 1
+        return f"{role}-{n}"
+
+    def _add(self, pid: str, factory: Callable[[bool], Any]) -> None:
+        self.factories[pid] = factory
+        self.storage.setdefault(pid, [])
+        self.incarnation[pid] = 0
+        self._boot(pid, restarted=False)
+
+    def _boot(self, pid: str, restarted: bool) -> None:
+        role = self.factories[pid](restarted)
+        self.procs[pid] = role
+        self.alive.add(pid)
+        self.incarnation[pid] += 1
+        if restarted:
+            self.checker.on_restart(pid, role)
+        self._log(f"start {pid}" + (" (restart)" if restarted else ""))
+        self._execute(pid, role, role.start(self.now))
+
+    def _add_acceptor(self, aid: str) -> None:
+        bug = self.params.bug
+
+        def make(restarted: bool) -> Acceptor:
+            if restarted and bug == "acceptor-amnesia":
+                return Acceptor(aid)
+            return Acceptor.recover(aid, self.storage[aid])
+
+        self._add(aid, make)
+
+    def _add_leader(self, lid: str, config0: Config) -> None:
+        t, bug = self.timing, self.params.bug
+        sid, cid = scout_of(lid), commander_of(lid)
+
+        def make(restarted: bool) -> Leader:
+            ldr = Leader.recover(lid, config0, t, self.storage[lid], scout_id=sid, commander_id=cid)
+            if restarted and bug == "leader-reuses-ballot":
+                ldr.max_round -= 1  # off by one: the next scout reuses the last round
+            return ldr
+
+        self._add(lid, make)
+        self._add(sid, lambda restarted: Scout(sid, lid, t))
+        self._add(cid, lambda restarted: Commander(cid, lid, t))
+
+    def _add_replica(self, rid: str, configs: tuple[Config, ...], recovering: bool) -> None:
+        t = self.timing
+
+        def make(restarted: bool) -> Replica:
+            if restarted:
+                r = Replica.recover(rid, configs, KVStore(), t, self.storage[rid])
+            else:
+                r = Replica(rid, configs, KVStore(), t, recovering=recovering)
+            if self.params.bug == "no-dedup":
+                r.client_table = _ForgetfulTable()
+            return r
+
+        self._add(rid, make)
+
+    def setup(self) -> None:
+        f = self.params.f
+        replicas = tuple(self._new_id("replica") for _ in range(f + 1))
+        leaders = tuple(self._new_id("leader") for _ in range(f + 1))
+        acceptors = tuple(self._new_id("acceptor") for _ in range(2 * f + 1))
+        config0 = Config(0, 1, replicas, leaders, acceptors)
+        self.checker.quorum_of[0] = config0.quorum
+        for a in acceptors:
+            self._add_acceptor(a)
+        for r in replicas:
+            self._add_replica(r, (config0,), recovering=False)
+        for ldr in leaders:
+            self._add_leader(ldr, config0)
+        for i in range(self.params.clients):
+            cid = f"client-{i}"
+            self.clients[cid] = _SimClient(cid, self.rng, self.params)
+            self._schedule(self.rng.randint(0, 20), "client_next", cid)
+        if self.faults.crash:
+            self._schedule(self.rng.randint(50, 400), "nemesis_crash", None)
+        if self.faults.partition:
+            self._schedule(self.rng.randint(50, 600), "nemesis_partition", None)
+        if self.faults.reconfig:
+            self._schedule(self.rng.randint(100, 1500), "nemesis_reconfig", None)
+        self._schedule(self.params.fault_until, "heal", None)
+
+    # --- event loop ------------------------------------------------------------------------
+
+    def _schedule(self, delay: int, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (self.now + delay, self._seq, kind, payload))
+
+    def _log(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{self.now:>6} {line}")
+
+    def run(self) -> SimResult:
+        self.setup()
+        end = self.params.max_time
+        all_done_at: int | None = None
+        while self._heap and not self.checker.violations:
+            t, _, kind, payload = heapq.heappop(self._heap)
+            if t > end:
+                break
+            self.now = t
+            self.events += 1
+            self._dispatch(kind, payload)
+            if all_done_at is None and not self.faulty and self._all_ops_done():
+                all_done_at = self.now
+                end = min(end, self.now + self.params.settle)
+        return self._result()
+
+    def _dispatch(self, kind: str, payload: Any) -> None:
+        if kind == "deliver":
+            src, dst, msg = payload
+            if dst in self.clients:
+                self._client_receive(dst, msg)
+            elif dst in self.alive:
+                self._log(f"{src} -> {dst} {msg!r}")
+                self._step(dst, msg)
+        elif kind == "timer":
+            pid, name, inc, version = payload
+            if pid in self.alive and self.incarnation[pid] == inc and self.timer_version.get((pid, name)) == version:
+                self._log(f"timer {pid} {name}")
+                self._step(pid, Timer(name))
+        elif kind == "client_next":
+            self._client_next(payload)
+        elif kind == "client_retry":
+            self._client_retry(*payload)
+        elif kind == "admin_retry":
+            self._admin_send(payload)
+        elif kind == "restart":
+            if payload not in self.alive:
+                self._boot(payload, restarted=True)
+        elif kind == "unblock":
+            self._log("partition healed")
+            self.blocked.clear()
+        elif kind == "nemesis_crash":
+            self._nemesis_crash()
+        elif kind == "nemesis_partition":
+            self._nemesis_partition()
+        elif kind == "nemesis_reconfig":
+            self._nemesis_reconfig()
+        elif kind == "heal":
+            self._heal()
+        else:
+            raise ValueError(kind)
+
+    def _step(self, pid: str, inp: Message | Timer) -> None:
+        role = self.procs[pid]
+        try:
+            effects = role.handle(inp, self.now)
+        except ProtocolViolation as e:
+            self.checker.fail(f"{pid} raised: {e}")
+            return
+        self._execute(pid, role, effects)
+
+    def _execute(self, pid: str, role: Any, effects: list) -> None:
+        sent = False
+        for e in effects:
+            if isinstance(e, Persist):
+                if sent:
+                    self.checker.fail(f"{pid}: Persist after Send in one step (durability rule)")
+                self.storage[pid].append(e.record)
+            elif isinstance(e, Send):
+                sent = True
+                self._send(pid, e.dst, e.msg)
+            elif isinstance(e, SetTimer):
+                key = (pid, e.name)
+                v = self.timer_version.get(key, 0) + 1
+                self.timer_version[key] = v
+                self._schedule(e.delay, "timer", (pid, e.name, self.incarnation[pid], v))
+            elif isinstance(e, ClientReply):
+                sent = True
+                self._send(pid, e.response.client_id, e.response)
+            else:
+                raise TypeError(f"unknown effect {e!r}")
+        self.checker.after_step(pid, role, effects)
+
+    def _send(self, src: str, dst: str, msg: Any) -> None:
+        self.messages += 1
+        if (src, dst) in self.blocked:
+            return
+        lo, hi = self.params.latency
+        copies = 1
+        if self.faulty:
+            if self.rng.random() < self.faults.drop:
+                return
+            if self.rng.random() < self.faults.duplicate:
+                copies = 2
+        for _ in range(copies):
+            delay = self.rng.randint(lo, hi)
+            if self.faulty and self.rng.random() < self.faults.delay_spike:
+                delay += self.rng.randint(1, self.faults.spike_max)
+            self._schedule(delay, "deliver", (src, dst, msg))
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def _current_config(self) -> Config:
+        best: Config | None = None
+        for pid in sorted(self.alive):
+            r = self.procs[pid]
+            if isinstance(r, Replica) and not r.recovering:
+                c = r.configs[-1]
+                if best is None or c.epoch > best.epoch:
+                    best = c
+        if best is None:
+            # Every replica is recovering: fall back to any config we know.
+            best = next(r.configs[-1] for r in self.procs.values() if isinstance(r, Replica))
+        return best
+
+    def _client_send(self, cid: str, op: ClientOp) -> None:
+        replicas = self._current_config().replicas
+        dst = self.rng.choice(replicas)
+        self._log(f"{cid} request {op.command_id} {op.op!r} -> {dst}")
+        self._send(cid, dst, Request(Command(cid, op.command_id, op.op)))
+
+    def _client_next(self, cid: str) -> None:
+        c = self.clients[cid]
+        if c.done >= self.params.ops_per_client:
+            return
+        op = c.next_op(self.now)
+        self.history.append(op)
+        self._client_send(cid, op)
+        self._schedule(self.params.client_retry, "client_retry", (cid, op.command_id))
+
+    def _client_retry(self, cid: str, command_id: int) -> None:
+        op = self.clients[cid].current
+        if op is None or op.command_id != command_id or op.ret is not None:
+            return
+        self._client_send(cid, op)
+        self._schedule(self.params.client_retry, "client_retry", (cid, command_id))
+
+    def _client_receive(self, cid: str, msg: Any) -> None:
+        if not isinstance(msg, Response):
+            return
+        if cid == "admin":
+            op = self.admin_pending
+            if op is not None and op.command_id == msg.command_id:
+                op.ret, op.result, op.error = self.now, msg.result, msg.error
+                self._log(f"admin reconfigured: epoch {msg.result} {msg.error or ''}")
+                self.admin_pending = None
+                if self.faulty:
+                    self._schedule(self.rng.randint(200, 1200), "nemesis_reconfig", None)
+            return
+        c = self.clients[cid]
+        op = c.current
+        if op is None or op.command_id != msg.command_id or op.ret is not None:
+            return
+        op.ret, op.result, op.error = self.now, msg.result, msg.error
+        self._log(f"{cid} response {op.command_id} {msg.result!r} {msg.error or ''}")
+        if op.op[0] == "get" and msg.error is None:
+            c.reads[op.op[1]] = msg.result
+        c.done += 1
+        c.current = None
+        self._schedule(self.rng.randint(0, 15), "client_next", cid)
+
+    def _all_ops_done(self) -> bool:
+        return all(c.done >= self.params.ops_per_client for c in self.clients.values())
+
+    # --- nemesis ----------------------------------------------------------------------------
+
+    def crash(self, pid: str) -> None:
+        """Kill ``pid`` now: its memory is gone; its durable records stay."""
+        self._log(f"crash {pid}")
+        self.alive.discard(pid)
+        del self.procs[pid]
+        self.crashes += 1
+
+    def _can_crash(self, pid: str) -> bool:
+        role = role_of(pid)
+        cfg = self._current_config()
+        if role == "replica":
+            # Replicas keep their state in memory only: keep one with state alive.
+            others = [
+                r
+                for r in cfg.replicas
+                if r != pid and r in self.alive and not self.procs[r].recovering
+            ]
+            return bool(others)
+        if role == "acceptor":
+            down = sum(1 for a in cfg.acceptors if a not in self.alive)
+            return down < len(cfg.acceptors) - cfg.quorum
+        return True
+
+    def _nemesis_crash(self) -> None:
+        if not self.faulty:
+            return
+        candidates = [p for p in sorted(self.alive) if self._can_crash(p)]
+        if candidates:
+            pid = self.rng.choice(candidates)
+            group = [pid]
+            if role_of(pid) == "leader" and self.rng.random() < 0.5:
+                # A leader's scout and commander live on its node: lose them together.
+                group += [p for p in (scout_of(pid), commander_of(pid)) if p in self.alive]
+            downtime = self.rng.randint(20, 600)
+            for p in group:
+                self.crash(p)
+                self._schedule(downtime, "restart", p)
+        self._schedule(self.rng.randint(100, 700), "nemesis_crash", None)
+
+    def _nemesis_partition(self) -> None:
+        if not self.faulty:
+            return
+        nodes = sorted(self.factories) + sorted(self.clients)
+        side = {n: self.rng.random() < 0.5 for n in nodes}
+        one_way = self.rng.random() < 0.4
+        self.blocked = {
+            (a, b) for a in nodes for b in nodes if side[a] and not side[b] or (not one_way and side[b] and not side[a])
+        }
+        self.partitions += 1
+        self._log(f"partition {'one-way' if one_way else 'two-way'} {sorted(n for n in nodes if side[n])}")
+        length = self.rng.randint(50, 700)
+        self._schedule(length, "unblock", None)
+        self._schedule(length + self.rng.randint(100, 900), "nemesis_partition", None)
+
+    def _nemesis_reconfig(self) -> None:
+        if not self.faulty or self.admin_pending is not None:
+            return
+        cfg = self._current_config()
+        replicas, leaders, acceptors = list(cfg.replicas), list(cfg.leaders), list(cfg.acceptors)
+        change = self.rng.choice(["acceptor", "leader", "replica", "same"])
+        if change == "acceptor":
+            new = self._new_id("acceptor")
+            acceptors[self.rng.randrange(len(acceptors))] = new
+            self._add_acceptor(new)
+        elif change == "leader":
+            new = self._new_id("leader")
+            leaders[self.rng.randrange(len(leaders))] = new
+            self._add_leader(new, self._initial_config())
+        elif change == "replica":
+            new = self._new_id("replica")
+            replicas[self.rng.randrange(len(replicas))] = new
+            self._add_replica(new, self._known_configs(), recovering=True)
+        op = Reconfigure(tuple(replicas), tuple(leaders), tuple(acceptors))
+        self.reconfigs += 1
+        cmd_id = self.reconfigs
+        self.admin_pending = ClientOp("admin", cmd_id, ("reconfigure", change), self.now)
+        self._log(f"admin reconfigure {op!r}")
+        self._admin_op = op
+        self._admin_send(cmd_id)
+
+    def _admin_send(self, cmd_id: int) -> None:
+        if self.admin_pending is None or self.admin_pending.command_id != cmd_id:
+            return
+        dst = self.rng.choice(self._current_config().replicas)
+        self._send("admin", dst, Request(Command("admin", cmd_id, self._admin_op)))
+        self._schedule(self.params.client_retry, "admin_retry", cmd_id)
+
+    def _initial_config(self) -> Config:
+        return next(r.configs[0] for r in self.procs.values() if isinstance(r, Replica))
+
+    def _known_configs(self) -> tuple[Config, ...]:
+        best: tuple[Config, ...] = ()
+        for pid in sorted(self.alive):
+            r = self.procs[pid]
+            if isinstance(r, Replica) and len(r.configs) > len(best):
+                best = tuple(r.configs)
+        return best
+
+    def _heal(self) -> None:
+        self._log("heal: faults stop")
+        self.faulty = False
+        self.blocked.clear()
+        for pid in sorted(self.factories):
+            if pid not in self.alive:
+                self._boot(pid, restarted=True)
+
+    # --- results -----------------------------------------------------------------------------
+
+    def _converged(self) -> bool:
+        cfg = self._current_config()
+        states = []
+        for rid in cfg.replicas:
+            r = self.procs.get(rid)
+            if r is None or r.recovering:
+                return False
+            states.append((r.slot_out, r.digest, r.app.snapshot()))
+        return len(set(states)) == 1
+
+    def _result(self) -> SimResult:
+        from ..check.history import Operation
+        from ..check.linearizability import KV_MODEL, check
+
+        ops = [o for o in self.history]
+        completed = sum(1 for o in ops if o.ret is not None)
+        verdict, detail = "skipped", ""
+        if not self.checker.violations:
+            hist = [
+                Operation(o.client, float(o.call), None if o.ret is None else float(o.ret), o.op, o.result)
+                for o in ops
+                if o.error is None
+            ]
+            res = check(hist, KV_MODEL, timeout=30.0)
+            verdict, detail = res.verdict, str(getattr(res, "detail", ""))
+        return SimResult(
+            seed=self.seed,
+            faults=self.faults.kinds(),
+            f=self.params.f,
+            violations=list(self.checker.violations),
+            ops=ops,
+            ops_completed=completed,
+            linearizable=verdict,
+            lin_detail=detail,
+            converged=self._converged() if not self.checker.violations else False,
+            end_time=self.now,
+            events=self.events,
+            messages=self.messages,
+            decided_slots=len(self.checker.decided),
+            crashes=self.crashes,
+            partitions=self.partitions,
+            reconfigs=self.reconfigs,
+            trace=self.trace,
+        )
+
+
+class _ForgetfulTable(dict):
+    """Bug injection for ``no-dedup``: a client table that never remembers anything,
+    so a command decided in two slots is performed twice."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
