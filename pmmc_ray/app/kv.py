@@ -78,7 +78,9 @@ class KVStore(StateMachine):
         if name == "append":
             new = self.data.get(key, "") + op[2]
             if len(new.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
-                raise InvalidOperation(f"append would make the value exceed {MAX_VALUE_BYTES} bytes")
+                raise InvalidOperation(
+                    f"append would make the value exceed {MAX_VALUE_BYTES} bytes"
+                )
             self.data[key] = new
             return None
         # cas

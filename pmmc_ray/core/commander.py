@@ -93,7 +93,9 @@ class Commander:
                 p = run.pending[slot] = Pending(value, set(m.config.acceptors))
             elif p.value != value:
                 # C1: one command per (ballot, slot). The leader broke it.
-                raise ProtocolViolation(f"C1: leader proposed two values for slot {slot} at {m.ballot}")
+                raise ProtocolViolation(
+                    f"C1: leader proposed two values for slot {slot} at {m.ballot}"
+                )
             for a in m.config.acceptors:
                 if a in p.waitfor:
                     per_acceptor[a].append(slot)

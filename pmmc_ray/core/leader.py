@@ -106,7 +106,12 @@ class Leader:
                 raise TypeError(f"not a leader record: {rec!r}")
             max_round = max(max_round, rec.round)
         return cls(
-            leader_id, config, timing, scout_id=scout_id, commander_id=commander_id, max_round=max_round
+            leader_id,
+            config,
+            timing,
+            scout_id=scout_id,
+            commander_id=commander_id,
+            max_round=max_round,
         )
 
     def start(self, now: int) -> list[Effect]:

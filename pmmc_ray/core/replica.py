@@ -63,7 +63,11 @@ CommandKey = tuple[str, int]
 
 def validate_reconfigure(op: Reconfigure) -> None:
     """Raise :class:`InvalidOperation` unless ``op`` names a usable configuration."""
-    for what, ids in (("replicas", op.replicas), ("leaders", op.leaders), ("acceptors", op.acceptors)):
+    for what, ids in (
+        ("replicas", op.replicas),
+        ("leaders", op.leaders),
+        ("acceptors", op.acceptors),
+    ):
         if not isinstance(ids, tuple) or not ids or not all(isinstance(i, str) and i for i in ids):
             raise InvalidOperation(f"reconfigure: {what} must be a non-empty tuple of ids")
         if len(set(ids)) != len(ids):
@@ -293,7 +297,9 @@ class Replica:
                 validate_reconfigure(op)
                 last = self.configs[-1]
                 self.configs.append(
-                    Config(last.epoch + 1, slot + self.window, op.replicas, op.leaders, op.acceptors)
+                    Config(
+                        last.epoch + 1, slot + self.window, op.replicas, op.leaders, op.acceptors
+                    )
                 )
                 return Response(c.client_id, c.command_id, last.epoch + 1)
             return Response(c.client_id, c.command_id, self.app.apply(op))
@@ -360,7 +366,9 @@ class Replica:
         self.app.restore(m.app_state)
         self.client_table = {c: (cid, r) for c, cid, r in m.client_table}
         known = {c.epoch for c in self.configs}
-        effects: list[Effect] = [Persist(ReplicaConfig(c)) for c in m.configs if c.epoch not in known]
+        effects: list[Effect] = [
+            Persist(ReplicaConfig(c)) for c in m.configs if c.epoch not in known
+        ]
         self.configs = list(m.configs)
         self.slot_out = m.slot_out
         self.slot_in = max(self.slot_in, m.slot_out) if not self.recovering else m.slot_out

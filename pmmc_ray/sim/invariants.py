@@ -67,7 +67,8 @@ class InvariantChecker:
         self.digest_at: dict[int, str] = {}
 
     def fail(self, what: str) -> None:
-        self.violations.append(what)
+        if what not in self.violations:
+            self.violations.append(what)
 
     # --- after each step ---------------------------------------------------------------
 
@@ -102,7 +103,9 @@ class InvariantChecker:
                 for slot, ballot in shadow.items():
                     pv = st.accepted.get(slot) if st else None
                     if pv is None or pv.ballot < ballot:
-                        self.fail(f"A3: {pid} forgot its pvalue for slot {slot} at {ballot} on restart")
+                        self.fail(
+                            f"A3: {pid} forgot its pvalue for slot {slot} at {ballot} on restart"
+                        )
                         return
 
     # --- acceptors ---------------------------------------------------------------------
@@ -124,7 +127,9 @@ class InvariantChecker:
         shadow = self.acceptor_shadow.setdefault((pid, rec.epoch), {})
         for pv in rec.pvalues:
             if pv.ballot != st.ballot_num:
-                self.fail(f"A2: {pid} accepted {pv.ballot} slot {pv.slot} at ballot_num {st.ballot_num}")
+                self.fail(
+                    f"A2: {pid} accepted {pv.ballot} slot {pv.slot} at ballot_num {st.ballot_num}"
+                )
             old = shadow.get(pv.slot)
             if old is not None and old > pv.ballot:
                 self.fail(f"A3: {pid} replaced slot {pv.slot} pvalue at {old} by lower {pv.ballot}")
@@ -135,7 +140,9 @@ class InvariantChecker:
                 self.fail(f"A4: two batches accepted at {pv.ballot} for slot {pv.slot}")
             h.accepted[pv.ballot] = pv.value
             if h.chosen is not None and pv.ballot > h.chosen[0] and pv.value != h.chosen[1]:
-                self.fail(f"A5: slot {pv.slot} chosen at {h.chosen[0]}, other batch accepted at {pv.ballot}")
+                self.fail(
+                    f"A5: slot {pv.slot} chosen at {h.chosen[0]}, other batch accepted at {pv.ballot}"
+                )
             voters = h.voters.setdefault(pv.ballot, set())
             voters.add(pid)
             quorum = self.quorum_of.get(rec.epoch)
@@ -144,7 +151,9 @@ class InvariantChecker:
                     h.chosen = (pv.ballot, pv.value)
                     for b, v in h.accepted.items():
                         if b > pv.ballot and v != pv.value:
-                            self.fail(f"A5: slot {pv.slot} chosen at {pv.ballot}, other batch at {b}")
+                            self.fail(
+                                f"A5: slot {pv.slot} chosen at {pv.ballot}, other batch at {b}"
+                            )
 
     # --- leaders ------------------------------------------------------------------------
 
@@ -153,7 +162,9 @@ class InvariantChecker:
         me = (pid, self.incarnation.get(pid, 0))
         user = self.ballot_user.setdefault(key, me)
         if user != me:
-            self.fail(f"B1: {pid} (incarnation {me[1]}) reused ballot {m.ballot} of incarnation {user[1]}")
+            self.fail(
+                f"B1: {pid} (incarnation {me[1]}) reused ballot {m.ballot} of incarnation {user[1]}"
+            )
 
     # --- commanders ----------------------------------------------------------------------
 
@@ -168,7 +179,9 @@ class InvariantChecker:
             if h is not None and h.chosen is not None:
                 b, v = h.chosen
                 if b < m.ballot and v != value:
-                    self.fail(f"C2: p2a at {m.ballot} slot {slot} differs from the batch chosen at {b}")
+                    self.fail(
+                        f"C2: p2a at {m.ballot} slot {slot} differs from the batch chosen at {b}"
+                    )
 
     def _on_decisions(self, pid: str, m: Decisions) -> None:
         for slot, value in m.entries:

@@ -13,12 +13,26 @@ from .world import Faults, SimParams, SimResult, Simulation
 
 
 def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
-    """Vary the deployment by seed: one run in four uses f=2 (5 acceptors)."""
+    """Vary the deployment by seed, so a sweep covers more shapes than one.
+
+    One run in four uses f=2 (3 replicas, 3 leaders, 5 acceptors); WINDOW is 1, 2, 4
+    or 8; batches hold at most 1, 3 or 64 commands; 2 to 5 clients.
+    """
+    if not base.vary:
+        return base
     r = random.Random(f"params-{seed}")
-    return replace(base, f=2 if r.random() < 0.25 else base.f)
+    timing = replace(base.timing, window=r.choice([1, 2, 4, 8]), max_batch=r.choice([1, 3, 64]))
+    return replace(
+        base,
+        f=2 if r.random() < 0.25 else base.f,
+        clients=r.randint(2, 5),
+        timing=timing,
+    )
 
 
-def run_seed(seed: int, faults: Faults, base: SimParams | None = None, *, trace: bool = False) -> SimResult:
+def run_seed(
+    seed: int, faults: Faults, base: SimParams | None = None, *, trace: bool = False
+) -> SimResult:
     """Run one seed. The same (seed, faults, base) always gives the same run."""
     params = params_for_seed(seed, faults, base or SimParams())
     return Simulation(seed, faults, params, trace=trace).run()

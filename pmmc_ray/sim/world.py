@@ -74,7 +74,9 @@ class Faults:
             for k in spec.split(","):
                 k = k.strip()
                 if k not in FAULT_KINDS:
-                    raise ValueError(f"unknown fault kind {k!r}; choose from {', '.join(FAULT_KINDS)}, all, none")
+                    raise ValueError(
+                        f"unknown fault kind {k!r}; choose from {', '.join(FAULT_KINDS)}, all, none"
+                    )
                 kinds.add(k)
         return cls(
             drop=0.05 if "drop" in kinds else 0.0,
@@ -119,6 +121,8 @@ class SimParams:
     timing: Timing = field(default_factory=Timing)
     bug: str | None = None
     """Inject a known bug (for tests that prove the checkers can fail)."""
+    vary: bool = True
+    """Let the runner vary f, WINDOW, batch size and clients by seed."""
 
 
 BUGS = ("acceptor-amnesia", "leader-reuses-ballot", "no-dedup")
@@ -172,7 +176,9 @@ class SimResult:
             return list(self.violations)
         out: list[str] = []
         if self.ops_completed != len(self.ops):
-            out.append(f"liveness: {len(self.ops) - self.ops_completed} client operations never completed")
+            out.append(
+                f"liveness: {len(self.ops) - self.ops_completed} client operations never completed"
+            )
         if self.linearizable not in ("linearizable", "skipped"):
             out.append(f"linearizability: {self.linearizable} {self.lin_detail}")
         if not self.converged:
@@ -215,7 +221,9 @@ class _SimClient:
 class Simulation:
     """One seeded run. Construct, then call :meth:`run`."""
 
-    def __init__(self, seed: int, faults: Faults, params: SimParams, *, trace: bool = False) -> None:
+    def __init__(
+        self, seed: int, faults: Faults, params: SimParams, *, trace: bool = False
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults
@@ -366,7 +374,11 @@ class Simulation:
                 self._step(dst, msg)
         elif kind == "timer":
             pid, name, inc, version = payload
-            if pid in self.alive and self.incarnation[pid] == inc and self.timer_version.get((pid, name)) == version:
+            if (
+                pid in self.alive
+                and self.incarnation[pid] == inc
+                and self.timer_version.get((pid, name)) == version
+            ):
                 self._log(f"timer {pid} {name}")
                 self._step(pid, Timer(name))
         elif kind == "client_next":
@@ -552,10 +564,15 @@ class Simulation:
         side = {n: self.rng.random() < 0.5 for n in nodes}
         one_way = self.rng.random() < 0.4
         self.blocked = {
-            (a, b) for a in nodes for b in nodes if side[a] and not side[b] or (not one_way and side[b] and not side[a])
+            (a, b)
+            for a in nodes
+            for b in nodes
+            if side[a] and not side[b] or (not one_way and side[b] and not side[a])
         }
         self.partitions += 1
-        self._log(f"partition {'one-way' if one_way else 'two-way'} {sorted(n for n in nodes if side[n])}")
+        self._log(
+            f"partition {'one-way' if one_way else 'two-way'} {sorted(n for n in nodes if side[n])}"
+        )
         length = self.rng.randint(50, 700)
         self._schedule(length, "unblock", None)
         self._schedule(length + self.rng.randint(100, 900), "nemesis_partition", None)
@@ -633,7 +650,9 @@ class Simulation:
         verdict, detail = "skipped", ""
         if not self.checker.violations:
             hist = [
-                Operation(o.client, float(o.call), None if o.ret is None else float(o.ret), o.op, o.result)
+                Operation(
+                    o.client, float(o.call), None if o.ret is None else float(o.ret), o.op, o.result
+                )
                 for o in ops
                 if o.error is None
             ]
@@ -666,4 +685,3 @@ class _ForgetfulTable(dict):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         return None
-

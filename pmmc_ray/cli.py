@@ -1,0 +1,36 @@
+"""``pmmc-ray``: the command line. The only module that parses argv and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .check import lincheck_cli
+from .sim import cli as sim_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pmmc-ray",
+        description="Paxos Made Moderately Complex: a replicated state machine on Ray.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim_cli.add_parser(sub)
+    lincheck_cli.add_parser(sub)
+    return parser
+
+
+_COMMANDS = {"sim": sim_cli.run, "lincheck": lincheck_cli.run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return _COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""``pmmc-ray sim``: run seeded simulations and report what the checkers found."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .runner import Summary, run_many, run_seed, trace_digest
+from .world import BUGS, FAULT_KINDS, Faults, SimParams
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="run the protocol in the deterministic fault simulator",
+        description=(
+            "Run N seeded simulations of a PMMC deployment with faults, checking the paper's "
+            "invariants after every step and linearizability of the client history at the end. "
+            "Exit status 0 if every run is clean, 1 otherwise."
+        ),
+    )
+    p.add_argument("--seeds", type=int, default=200, help="number of seeds to run (default 200)")
+    p.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=int, help="run just this seed (with --trace to print its trace)")
+    p.add_argument(
+        "--faults",
+        default="all",
+        help=f"'all' (default), 'none', or a comma list of: {', '.join(FAULT_KINDS)}",
+    )
+    p.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
+    p.add_argument("--ops", type=int, default=25, help="operations per client (default 25)")
+    p.add_argument("--bug", choices=BUGS, help="inject a known bug (to see the checkers fail)")
+    p.add_argument("--trace", action="store_true", help="with --seed: print the full event trace")
+    p.add_argument(
+        "--failures-dir",
+        default="sim-failures",
+        help="where traces of failing seeds are written (default ./sim-failures)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _params(args: argparse.Namespace) -> SimParams:
+    if args.ops < 1:
+        raise ValueError("--ops must be >= 1")
+    return SimParams(ops_per_client=args.ops, bug=args.bug)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        faults = Faults.parse(args.faults)
+        params = _params(args)
+        if args.seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        if args.workers < 0:
+            raise ValueError("--workers must be >= 0")
+    except ValueError as e:
+        print(f"pmmc-ray sim: {e}", file=sys.stderr)
+        return 2
+    if args.seed is not None:
+        return _one(args, faults, params)
+    seeds = list(range(args.start, args.start + args.seeds))
+    t0 = time.monotonic()
+    summary = Summary()
+    for i, res in enumerate(run_many(seeds, faults, params, workers=args.workers or None), 1):
+        summary.add(res)
+        if not args.json and sys.stderr.isatty():
+            print(
+                f"\r{i}/{len(seeds)} runs, {len(summary.failures)} failing", end="", file=sys.stderr
+            )
+    elapsed = time.monotonic() - t0
+    if not args.json and sys.stderr.isatty():
+        print(file=sys.stderr)
+    traces = _write_failure_traces(summary, faults, params, Path(args.failures_dir))
+    out = {
+        "runs": summary.runs,
+        "faults": faults.kinds(),
+        "bug": args.bug,
+        "operations": summary.operations,
+        "operations_completed": summary.completed,
+        "invariant_violations": summary.invariant_violations,
+        "non_linearizable_histories": summary.non_linearizable,
+        "linearizability_unknown": summary.lin_unknown,
+        "runs_with_incomplete_operations": summary.incomplete_runs,
+        "runs_diverged": summary.diverged_runs,
+        "crashes": summary.crashes,
+        "partitions": summary.partitions,
+        "reconfigurations": summary.reconfigs,
+        "runs_with_reconfiguration": summary.runs_with_reconfig,
+        "messages": summary.messages,
+        "decided_slots": summary.decided_slots,
+        "failing_seeds": [
+            {"seed": s, "problems": p, "trace": traces.get(s)} for s, p in summary.failures
+        ],
+        "elapsed_seconds": round(elapsed, 2),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"{out['runs']} runs ({', '.join(out['faults']) or 'no faults'}) in {elapsed:.1f}s: "
+            f"{out['operations_completed']}/{out['operations']} operations completed, "
+            f"{out['invariant_violations']} invariant violations, "
+            f"{out['non_linearizable_histories']} non-linearizable histories, "
+            f"{out['linearizability_unknown']} unknown, {out['runs_diverged']} diverged"
+        )
+        print(
+            f"faults injected: {out['crashes']} crashes, {out['partitions']} partitions, "
+            f"{out['reconfigurations']} reconfigurations ({out['runs_with_reconfiguration']} runs)"
+        )
+        for f in out["failing_seeds"]:
+            print(f"FAIL seed {f['seed']}: {'; '.join(f['problems'])}")
+            if f["trace"]:
+                print(f"  trace: {f['trace']}  (replay: pmmc-ray sim --seed {f['seed']} --trace)")
+    return 0 if not summary.failures else 1
+
+
+def _write_failure_traces(
+    summary: Summary, faults: Faults, params: SimParams, where: Path, limit: int = 20
+) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for seed, _ in summary.failures[:limit]:
+        res = run_seed(seed, faults, params, trace=True)
+        where.mkdir(parents=True, exist_ok=True)
+        path = where / f"seed-{seed}.trace"
+        path.write_text("\n".join(res.trace or []) + "\n" + "\n".join(res.problems()) + "\n")
+        out[seed] = str(path)
+    return out
+
+
+def _one(args: argparse.Namespace, faults: Faults, params: SimParams) -> int:
+    res = run_seed(args.seed, faults, params, trace=True)
+    if args.trace:
+        print("\n".join(res.trace or []))
+    out = {
+        "seed": res.seed,
+        "ok": res.ok,
+        "problems": res.problems(),
+        "operations": len(res.ops),
+        "operations_completed": res.ops_completed,
+        "linearizable": res.linearizable,
+        "end_time_ms": res.end_time,
+        "events": res.events,
+        "messages": res.messages,
+        "decided_slots": res.decided_slots,
+        "crashes": res.crashes,
+        "partitions": res.partitions,
+        "reconfigurations": res.reconfigs,
+        "trace_sha256": trace_digest(res),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(" ".join(f"{k}={v}" for k, v in out.items() if k != "problems"))
+        for p in res.problems():
+            print(f"FAIL: {p}")
+    return 0 if res.ok else 1

@@ -1,0 +1,158 @@
+"""Leader unit tests (paper 2.4 and 3): exact effects for each input."""
+
+from __future__ import annotations
+
+from helpers import ballot, batch
+
+from pmmc_ray.core import Leader, Persist, PValue, Send, SetTimer, Timer
+from pmmc_ray.core.messages import (
+    Adopted,
+    LeaderRound,
+    Phase2,
+    Ping,
+    Pong,
+    Preempted,
+    Propose,
+    Retire,
+    StartScout,
+)
+
+X = batch(("put", "k", "x"))
+Y = batch(("put", "k", "y"), client="d")
+
+
+def make(config, timing, **kw) -> Leader:
+    return Leader("leader-0", config, timing, scout_id="scout-0", commander_id="commander-0", **kw)
+
+
+def active_leader(config, timing) -> Leader:
+    ldr = make(config, timing)
+    ldr.start(0)
+    ldr.handle(Adopted(0, ballot(0), ()), 0)
+    return ldr
+
+
+def test_start_persists_the_round_before_scouting(config, timing):
+    ldr = make(config, timing)
+    assert ldr.start(0) == [
+        Persist(LeaderRound(0)),
+        Send("scout-0", StartScout(config, ballot(0))),
+        SetTimer("tick", timing.ping_interval),
+    ]
+
+
+def test_recovered_leader_never_reuses_a_round(config, timing):
+    ldr = Leader.recover(
+        "leader-0",
+        config,
+        timing,
+        [LeaderRound(0), LeaderRound(4)],
+        scout_id="scout-0",
+        commander_id="commander-0",
+    )
+    effects = ldr.start(0)
+    assert effects[:2] == [Persist(LeaderRound(5)), Send("scout-0", StartScout(config, ballot(5)))]
+
+
+def test_adopted_overrides_proposals_with_pmax_and_runs_phase2(config, timing):
+    ldr = make(config, timing)
+    ldr.start(0)
+    ldr.handle(Propose("replica-0", config, 1, ((1, X), (2, X))), 0)  # passive: stored only
+    pv = PValue(ballot(0, "leader-1"), 2, Y)
+    effects = ldr.handle(Adopted(0, ballot(0), (pv,)), 0)
+    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((1, X), (2, Y))))]
+    assert ldr.epochs[0].active
+
+
+def test_stale_adopted_is_ignored(config, timing):
+    ldr = make(config, timing)
+    ldr.start(0)
+    assert ldr.handle(Adopted(0, ballot(7), ()), 0) == []
+    assert not ldr.epochs[0].active
+
+
+def test_active_leader_runs_phase2_for_new_proposals(config, timing):
+    ldr = active_leader(config, timing)
+    effects = ldr.handle(Propose("replica-1", config, 1, ((1, X),)), 0)
+    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((1, X),)))]
+
+
+def test_a_slot_keeps_its_first_proposal_and_a_repeat_reruns_it(config, timing):
+    ldr = active_leader(config, timing)
+    ldr.handle(Propose("replica-0", config, 1, ((1, X),)), 0)
+    effects = ldr.handle(Propose("replica-1", config, 1, ((1, Y),)), 0)
+    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((1, X),)))]
+
+
+def test_adoption_skips_phase2_below_reported_slot_out(config, timing):
+    ldr = make(config, timing)
+    ldr.start(0)
+    ldr.handle(Propose("replica-0", config, 3, ((3, X),)), 0)
+    pv = PValue(ballot(0, "leader-1"), 1, Y)
+    effects = ldr.handle(Adopted(0, ballot(0), (pv,)), 0)
+    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((3, X),)))]
+    assert ldr.epochs[0].proposals == {1: Y, 3: X}
+
+
+def test_preempted_goes_passive_watches_the_winner_and_backs_off(config, timing):
+    ldr = active_leader(config, timing)
+    t0 = ldr.timeout
+    assert ldr.handle(Preempted(0, ballot(0), ballot(3, "leader-1")), 10) == []
+    ep = ldr.epochs[0]
+    assert (ep.active, ep.scouting, ep.watching) == (False, False, "leader-1")
+    assert ldr.timeout == min(timing.timeout_max, int(t0 * timing.timeout_factor))
+    # the winner answers: keep watching, do not scout
+    assert ldr.handle(Timer("tick"), 20) == [
+        Send("leader-1", Ping("leader-0", 0)),
+        SetTimer("tick", timing.ping_interval),
+    ]
+    ldr.handle(Pong("leader-1", 0, True), 21)
+    # the winner goes silent for longer than the timeout: scout with a higher round
+    effects = ldr.handle(Timer("tick"), 21 + ldr.timeout + 1)
+    assert effects[:2] == [Persist(LeaderRound(4)), Send("scout-0", StartScout(config, ballot(4)))]
+
+
+def test_pong_saying_not_active_does_not_count_as_alive(config, timing):
+    ldr = active_leader(config, timing)
+    ldr.handle(Preempted(0, ballot(0), ballot(3, "leader-1")), 0)
+    ldr.handle(Pong("leader-1", 0, False), ldr.timeout)
+    effects = ldr.handle(Timer("tick"), ldr.timeout + 1)
+    assert isinstance(effects[0], Persist)
+
+
+def test_adoption_shrinks_the_timeout_additively(config, timing):
+    ldr = make(config, timing)
+    ldr.timeout = 500
+    ldr.start(0)
+    ldr.handle(Adopted(0, ballot(0), ()), 0)
+    assert ldr.timeout == 500 - timing.timeout_decrease
+
+
+def test_stale_preempted_is_ignored(config, timing):
+    ldr = active_leader(config, timing)
+    assert ldr.handle(Preempted(0, ballot(0), ballot(0)), 0) == []
+    assert ldr.epochs[0].active
+
+
+def test_ping_is_answered_with_the_active_flag(config, timing):
+    ldr = active_leader(config, timing)
+    assert ldr.handle(Ping("leader-1", 0), 0) == [Send("leader-1", Pong("leader-0", 0, True))]
+    assert ldr.handle(Ping("leader-1", 9), 0) == [Send("leader-1", Pong("leader-0", 9, False))]
+
+
+def test_leader_joins_a_new_epoch_on_its_first_proposal_and_retires_old_ones(config, timing):
+    ldr = active_leader(config, timing)
+    new = type(config)(
+        1, 9, config.replicas, config.leaders, ("acceptor-3", "acceptor-1", "acceptor-2")
+    )
+    effects = ldr.handle(Propose("replica-0", new, 5, ((9, X),)), 0)
+    assert effects == [Persist(LeaderRound(1)), Send("scout-0", StartScout(new, ballot(1)))]
+    assert ldr.epochs[1].proposals == {9: X}
+    ldr.handle(Retire(0), 0)
+    assert list(ldr.epochs) == [1]
+
+
+def test_leader_not_in_a_config_ignores_its_proposals(config, timing):
+    ldr = Leader("leader-9", config, timing, scout_id="scout-9", commander_id="commander-9")
+    assert ldr.start(0) == [SetTimer("tick", timing.ping_interval)]
+    assert ldr.handle(Propose("replica-0", config, 1, ((1, X),)), 0) == []

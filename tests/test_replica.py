@@ -1,0 +1,213 @@
+"""Replica unit tests (paper 2.1 plus batching, exactly-once, reconfiguration, state transfer)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import batch, sends
+
+from pmmc_ray.app import KVStore
+from pmmc_ray.core import (
+    Batch,
+    ClientReply,
+    Command,
+    Config,
+    Persist,
+    ProtocolViolation,
+    Reconfigure,
+    Replica,
+    Request,
+    Response,
+    Send,
+    SetTimer,
+    Timer,
+    Timing,
+)
+from pmmc_ray.core.messages import (
+    CatchUp,
+    Decisions,
+    Propose,
+    ReplicaConfig,
+    Retire,
+    StateRequest,
+    StateSnapshot,
+)
+
+
+def make(config, timing, **kw) -> Replica:
+    return Replica("replica-0", (config,), KVStore(), timing, **kw)
+
+
+def req(cid: str, n: int, op: tuple) -> Request:
+    return Request(Command(cid, n, op))
+
+
+def test_request_is_proposed_to_every_leader(config, timing):
+    r = make(config, timing)
+    effects = r.handle(req("a", 1, ("put", "k", "v")), 0)
+    b = batch(("put", "k", "v"), client="a")
+    msg = Propose("replica-0", config, 1, ((1, b),))
+    assert effects == [Send("leader-0", msg), Send("leader-1", msg)]
+    assert (r.slot_in, r.slot_out, r.proposals) == (2, 1, {1: b})
+
+
+def test_requests_beyond_the_window_wait_then_travel_as_one_batch(config):
+    r = make(config, Timing(window=1, max_batch=3))
+    r.handle(req("a", 1, ("put", "k", "1")), 0)
+    for c in "bcde":
+        assert r.handle(req(c, 1, ("get", "k")), 0) == []  # window full (R5)
+    first = r.proposals[1]
+    effects = r.handle(Decisions(((1, first),)), 0)
+    expected = Batch(tuple(Command(c, 1, ("get", "k")) for c in "bcd"))
+    assert sends(effects)[-1] == ("leader-1", Propose("replica-0", config, 2, ((2, expected),)))
+    assert list(r.requests) == [("e", 1)]
+
+
+def test_decisions_are_applied_in_slot_order_and_answered(config, timing):
+    r = make(config, timing)
+    b1 = batch(("put", "k", "1"), client="a")
+    b2 = batch(("append", "k", "2"), client="b")
+    assert r.handle(Decisions(((2, b2),)), 0) == []
+    assert r.slot_out == 1
+    effects = r.handle(Decisions(((1, b1),)), 0)
+    assert effects == [ClientReply(Response("a", 1, None)), ClientReply(Response("b", 1, None))]
+    assert r.slot_out == 3 and r.app.data == {"k": "12"}
+
+
+def test_a_command_that_lost_its_slot_is_proposed_again(config, timing):
+    r = make(config, timing)
+    r.handle(req("a", 1, ("put", "k", "mine")), 0)
+    theirs = batch(("put", "k", "theirs"), client="b")
+    effects = r.handle(Decisions(((1, theirs),)), 0)
+    mine = batch(("put", "k", "mine"), client="a")
+    assert effects[0] == ClientReply(Response("b", 1, None))
+    assert sends(effects)[0] == ("leader-0", Propose("replica-0", config, 2, ((2, mine),)))
+
+
+def test_a_command_decided_twice_is_performed_once(config, timing):
+    r = make(config, timing)
+    b = batch(("append", "k", "x"), client="a")
+    r.handle(Decisions(((1, b),)), 0)
+    effects = r.handle(Decisions(((2, b),)), 0)
+    assert effects == []
+    assert r.app.data == {"k": "x"} and r.slot_out == 3
+
+
+def test_a_retried_request_is_answered_from_the_client_table(config, timing):
+    r = make(config, timing)
+    r.handle(Decisions(((1, batch(("cas", "k", None, "v"), client="a")),)), 0)
+    assert r.handle(req("a", 1, ("cas", "k", None, "v")), 0) == [
+        ClientReply(Response("a", 1, True))
+    ]
+    assert r.handle(req("a", 0, ("get", "k")), 0) == []  # older than the last: stale
+    assert r.proposals == {}
+
+
+def test_invalid_operation_is_rejected_before_proposing(config, timing):
+    r = make(config, timing)
+    effects = r.handle(req("a", 1, ("put", "k", 5)), 0)
+    assert effects == [ClientReply(Response("a", 1, None, "value must be a str, got int"))]
+    assert r.proposals == {} and r.requests == {}
+    effects = r.handle(req("a", 2, ("frobnicate", "k")), 0)
+    assert "unknown operation" in effects[0].response.error
+
+
+def test_conflicting_decisions_for_a_slot_raise_r1(config, timing):
+    r = make(config, timing)
+    r.handle(Decisions(((2, batch(("get", "k"), client="a")),)), 0)
+    with pytest.raises(ProtocolViolation, match="R1"):
+        r.handle(Decisions(((2, batch(("get", "k"), client="b")),)), 0)
+
+
+def test_reconfiguration_takes_effect_window_slots_later(config, timing):
+    r = make(config, timing)
+    new = Reconfigure(config.replicas, ("leader-2", "leader-1"), config.acceptors)
+    rc = Batch((Command("admin", 1, new),))
+    effects = r.handle(Decisions(((1, rc),)), 0)
+    cfg1 = Config(1, 1 + timing.window, config.replicas, ("leader-2", "leader-1"), config.acceptors)
+    assert effects[0] == Persist(ReplicaConfig(cfg1))
+    assert effects[1] == ClientReply(Response("admin", 1, 1))
+    assert r.config_for(timing.window) == config
+    assert r.config_for(1 + timing.window) == cfg1
+    # fill slots 2..window under the old configuration, then slot 1+window goes to the new leaders
+    for i in range(timing.window):
+        r.handle(req("c", i + 1, ("get", "k")), 0)
+        r.handle(Decisions(((2 + i, r.proposals[2 + i]),)), 0) if 2 + i in r.proposals else None
+    last = r.handle(req("z", 1, ("get", "k")), 0)
+    dsts = {d for d, m in sends(last) if isinstance(m, Propose) and m.config.epoch == 1}
+    assert dsts == {"leader-2", "leader-1"}
+
+
+def test_crossing_into_a_new_epoch_retires_the_old_leaders(config):
+    t = Timing(window=1)
+    r = Replica("replica-0", (config,), KVStore(), t)
+    new = Reconfigure(config.replicas, ("leader-5",), config.acceptors)
+    effects = r.handle(Decisions(((1, Batch((Command("admin", 1, new),))),)), 0)
+    assert ("leader-0", Retire(0)) in sends(effects) and ("leader-1", Retire(0)) in sends(effects)
+
+
+def test_stalled_tick_retransmits_proposals_and_asks_peers(config, timing):
+    r = make(config, timing)
+    r.handle(req("a", 1, ("get", "k")), 0)
+    b = r.proposals[1]
+    r.handle(Timer("tick"), 40)  # first tick: remembers slot_out
+    effects = r.handle(Timer("tick"), 80)
+    msg = Propose("replica-0", config, 1, ((1, b),))
+    assert effects == [
+        SetTimer("tick", timing.replica_tick),
+        Send("leader-0", msg),
+        Send("leader-1", msg),
+        Send("replica-1", CatchUp("replica-0", 1)),
+    ]
+
+
+def test_catch_up_is_answered_with_missing_decisions(config, timing):
+    r = make(config, timing)
+    b1, b2 = batch(("get", "a")), batch(("get", "b"), first_id=2)
+    r.handle(Decisions(((1, b1), (2, b2))), 0)
+    assert r.handle(CatchUp("replica-1", 2), 0) == [Send("replica-1", Decisions(((2, b2),)))]
+    assert r.handle(CatchUp("replica-1", 3), 0) == []
+
+
+def test_recovering_replica_waits_for_a_snapshot_then_serves(config, timing):
+    peer = make(config, timing)
+    peer.handle(Decisions(((1, batch(("put", "k", "v"), client="a")),)), 0)
+    r = Replica("replica-1", (config,), KVStore(), timing, recovering=True)
+    assert r.start(0) == [
+        SetTimer("tick", timing.replica_tick),
+        Send("replica-0", StateRequest("replica-1")),
+    ]
+    assert r.handle(req("b", 1, ("get", "k")), 0) == []  # queued, not proposed
+    assert (
+        r.handle(
+            Decisions(
+                (
+                    (
+                        2,
+                        batch(("get", "k")),
+                    )
+                ),
+            ),
+            0,
+        )
+        == []
+    )  # ignored while recovering
+    (snap_send,) = peer.handle(StateRequest("replica-1"), 0)
+    assert isinstance(snap_send.msg, StateSnapshot)
+    effects = r.handle(snap_send.msg, 0)
+    assert not r.recovering and r.slot_out == 2 and r.app.data == {"k": "v"}
+    assert r.digest == peer.digest
+    assert sends(effects)[0][1] == Propose(
+        "replica-1", config, 2, ((2, batch(("get", "k"), client="b")),)
+    )
+    # the client table came along: a retry of a's command is answered, not re-run
+    assert r.handle(req("a", 1, ("put", "k", "v")), 0) == [ClientReply(Response("a", 1, None))]
+
+
+def test_restarted_replica_remembers_configurations_only(config, timing):
+    cfg1 = Config(1, 5, ("replica-0", "replica-7"), config.leaders, config.acceptors)
+    r = Replica.recover("replica-0", (config,), KVStore(), timing, [ReplicaConfig(cfg1)])
+    assert r.recovering and r.configs == [config, cfg1]
+    assert sends(r.start(0)) == [
+        ("replica-7", StateRequest("replica-0")),
+        ("replica-1", StateRequest("replica-0")),
+    ]
