@@ -7,6 +7,8 @@ from helpers import ballot, batch
 from pmmc_ray.core import Leader, Persist, PValue, Send, SetTimer, Timer
 from pmmc_ray.core.messages import (
     Adopted,
+    EpochQuery,
+    LeaderRetired,
     LeaderRound,
     Phase2,
     Ping,
@@ -140,7 +142,7 @@ def test_ping_is_answered_with_the_active_flag(config, timing):
     assert ldr.handle(Ping("leader-1", 9), 0) == [Send("leader-1", Pong("leader-0", 9, False))]
 
 
-def test_leader_joins_a_new_epoch_on_its_first_proposal_and_retires_old_ones(config, timing):
+def test_leader_joins_a_new_epoch_on_its_first_proposal(config, timing):
     ldr = active_leader(config, timing)
     new = type(config)(
         1, 9, config.replicas, config.leaders, ("acceptor-3", "acceptor-1", "acceptor-2")
@@ -148,8 +150,45 @@ def test_leader_joins_a_new_epoch_on_its_first_proposal_and_retires_old_ones(con
     effects = ldr.handle(Propose("replica-0", new, 5, ((9, X),)), 0)
     assert effects == [Persist(LeaderRound(1)), Send("scout-0", StartScout(new, ballot(1)))]
     assert ldr.epochs[1].proposals == {9: X}
-    ldr.handle(Retire(0), 0)
+
+
+def test_old_epoch_retires_once_every_replica_reports_it_passed(config, timing):
+    ldr = active_leader(config, timing)
+    new = type(config)(1, 9, config.replicas, config.leaders, config.acceptors)
+    ldr.handle(Propose("replica-0", new, 9, ((9, X),)), 0)
+    assert 0 in ldr.epochs  # replica-1 has not passed slot 9 yet
+    effects = ldr.handle(Propose("replica-1", new, 9, ((10, Y),)), 0)
+    assert effects[0] == Persist(LeaderRetired(0))
+    assert ("scout-0", Retire(0)) in [(e.dst, e.msg) for e in effects if isinstance(e, Send)]
     assert list(ldr.epochs) == [1]
+    # a late proposal for the retired epoch does not bring it back
+    assert ldr.handle(Propose("replica-0", config, 8, ((8, X),)), 0) == []
+    assert list(ldr.epochs) == [1]
+
+
+def test_retired_epochs_stay_retired_after_a_restart(config, timing):
+    ldr = Leader.recover(
+        "leader-0",
+        config,
+        timing,
+        [LeaderRound(3), LeaderRetired(0)],
+        scout_id="scout-0",
+        commander_id="commander-0",
+    )
+    assert ldr.start(0) == [SetTimer("tick", timing.ping_interval)]
+    assert ldr.epochs == {}
+
+
+def test_idle_epoch_asks_replicas_whether_it_is_retired(config, timing):
+    ldr = active_leader(config, timing)
+    effects = ldr.handle(Timer("tick"), timing.retire_check)
+    assert effects == [
+        Send("replica-0", EpochQuery("leader-0", 0)),
+        Send("replica-1", EpochQuery("leader-0", 0)),
+        SetTimer("tick", timing.ping_interval),
+    ]
+    assert ldr.handle(Retire(0), 0)[0] == Persist(LeaderRetired(0))
+    assert ldr.epochs == {}
 
 
 def test_leader_not_in_a_config_ignores_its_proposals(config, timing):

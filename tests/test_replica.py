@@ -25,6 +25,7 @@ from pmmc_ray.core import (
 from pmmc_ray.core.messages import (
     CatchUp,
     Decisions,
+    EpochQuery,
     Propose,
     ReplicaConfig,
     Retire,
@@ -137,12 +138,17 @@ def test_reconfiguration_takes_effect_window_slots_later(config, timing):
     assert dsts == {"leader-2", "leader-1"}
 
 
-def test_crossing_into_a_new_epoch_retires_the_old_leaders(config):
+def test_epoch_query_answered_only_once_every_replica_has_passed_the_epoch(config):
     t = Timing(window=1)
     r = Replica("replica-0", (config,), KVStore(), t)
     new = Reconfigure(config.replicas, ("leader-5",), config.acceptors)
-    effects = r.handle(Decisions(((1, Batch((Command("admin", 1, new),))),)), 0)
-    assert ("leader-0", Retire(0)) in sends(effects) and ("leader-1", Retire(0)) in sends(effects)
+    r.handle(Decisions(((1, Batch((Command("admin", 1, new),))),)), 0)
+    assert r.slot_out == 2 and r.configs[-1].start_slot == 2
+    # replica-1 may still need epoch 0's leaders: no answer yet
+    assert r.handle(EpochQuery("leader-0", 0), 0) == []
+    r.handle(CatchUp("replica-1", 2), 0)
+    assert r.handle(EpochQuery("leader-0", 0), 0) == [Send("leader-0", Retire(0))]
+    assert r.handle(EpochQuery("leader-0", 1), 0) == []
 
 
 def test_stalled_tick_retransmits_proposals_and_asks_peers(config, timing):

@@ -26,6 +26,7 @@ from .messages import (
     P2b,
     Phase2,
     Preempted,
+    Retire,
     Send,
     SetTimer,
     Timer,
@@ -56,6 +57,7 @@ class Commander:
         self.id = commander_id
         self.leader = leader_id
         self.timing = timing
+        self._retry_armed = False
         self.runs: dict[int, CommanderRun] = {}  # epoch -> run at the newest ballot
 
     def start(self, now: int) -> list[Effect]:
@@ -67,7 +69,12 @@ class Commander:
                 return self._on_phase2(msg)
             case P2b():
                 return self._on_p2b(msg)
+            case Retire(epoch=upto):
+                for epoch in [e for e in self.runs if e <= upto]:
+                    del self.runs[epoch]
+                return []
             case Timer(name=name) if name == RETRY:
+                self._retry_armed = False
                 return self._on_retry()
             case _:
                 return []
@@ -103,7 +110,7 @@ class Commander:
         for a in m.config.acceptors:
             if per_acceptor[a]:
                 effects += self._p2a(run, a, per_acceptor[a])
-        effects.append(SetTimer(RETRY, self.timing.retry))
+        effects += self._arm_retry()
         return effects
 
     def _on_p2b(self, m: P2b) -> list[Effect]:
@@ -142,5 +149,13 @@ class Commander:
                 if slots:
                     effects += self._p2a(run, a, slots)
         if any(run.pending for run in self.runs.values()):
-            effects.append(SetTimer(RETRY, self.timing.retry))
+            effects += self._arm_retry()
         return effects
+
+    def _arm_retry(self) -> list[Effect]:
+        """Set the retry timer unless one is pending: re-arming on every message would
+        postpone retransmission forever under steady load."""
+        if self._retry_armed:
+            return []
+        self._retry_armed = True
+        return [SetTimer(RETRY, self.timing.retry)]

@@ -30,6 +30,8 @@ from .messages import (
     Adopted,
     DurableRecord,
     Effect,
+    EpochQuery,
+    LeaderRetired,
     LeaderRound,
     Message,
     Persist,
@@ -64,6 +66,8 @@ class LeaderEpoch:
     watching: str | None = None
     last_alive: int = 0
     decided_below: int = 0
+    requested: set[int] = field(default_factory=set)  # slots replicas proposed to us
+    last_propose: int = 0
 
 
 class Leader:
@@ -78,12 +82,15 @@ class Leader:
         scout_id: str,
         commander_id: str,
         max_round: int = -1,
+        retired_upto: int = -1,
     ) -> None:
         self.id = leader_id
         self.timing = timing
         self.scout = scout_id
         self.commander = commander_id
         self.max_round = max_round  # highest round ever persisted
+        self.retired_upto = retired_upto  # every epoch <= this is retired for good
+        self.reported: dict[str, int] = {}  # replica -> highest slot_out it proposed with
         self.timeout = timing.timeout_initial
         self.epochs: dict[int, LeaderEpoch] = {}
         self._initial = config
@@ -100,11 +107,14 @@ class Leader:
         commander_id: str,
     ) -> Leader:
         """Rebuild a leader from its durable records."""
-        max_round = -1
+        max_round = retired = -1
         for rec in records:
-            if not isinstance(rec, LeaderRound):
+            if isinstance(rec, LeaderRound):
+                max_round = max(max_round, rec.round)
+            elif isinstance(rec, LeaderRetired):
+                retired = max(retired, rec.epoch)
+            else:
                 raise TypeError(f"not a leader record: {rec!r}")
-            max_round = max(max_round, rec.round)
         return cls(
             leader_id,
             config,
@@ -112,12 +122,13 @@ class Leader:
             scout_id=scout_id,
             commander_id=commander_id,
             max_round=max_round,
+            retired_upto=retired,
         )
 
     def start(self, now: int) -> list[Effect]:
         effects: list[Effect] = []
-        if self.id in self._initial.leaders:
-            ep = self._join(self._initial)
+        if self.id in self._initial.leaders and self._initial.epoch > self.retired_upto:
+            ep = self._join(self._initial, now)
             effects += self._start_scouting(ep, now)
         effects.append(SetTimer(TICK, self.timing.ping_interval))
         return persist_first(effects)
@@ -139,8 +150,7 @@ class Leader:
                     ep.last_alive = now
                 effects = []
             case Retire():
-                self.epochs.pop(msg.epoch, None)
-                effects = []
+                effects = self._retire(msg.epoch)
             case Timer(name=name) if name == TICK:
                 effects = self._on_tick(now)
             case _:
@@ -149,10 +159,23 @@ class Leader:
 
     # --- state changes -------------------------------------------------------------
 
-    def _join(self, config: Config) -> LeaderEpoch:
-        ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.id))
+    def _join(self, config: Config, now: int) -> LeaderEpoch:
+        ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.id), last_propose=now)
         self.epochs[config.epoch] = ep
         return ep
+
+    def _retire(self, upto: int) -> list[Effect]:
+        """Drop every epoch <= ``upto`` for good: all their slots are decided."""
+        if upto <= self.retired_upto:
+            return []
+        self.retired_upto = upto
+        for epoch in [e for e in self.epochs if e <= upto]:
+            del self.epochs[epoch]
+        return [
+            Persist(LeaderRetired(upto)),
+            Send(self.scout, Retire(upto)),
+            Send(self.commander, Retire(upto)),
+        ]
 
     def _start_scouting(self, ep: LeaderEpoch, now: int) -> list[Effect]:
         # Every scouting attempt uses a round this leader has never used, in any epoch.
@@ -169,7 +192,13 @@ class Leader:
         ep.active = True
         ep.scouting = False
         self.timeout = max(self.timing.timeout_min, self.timeout - self.timing.timeout_decrease)
-        slots = sorted(s for s in ep.proposals if s >= ep.decided_below)
+        # Slots below decided_below are decided already. If no replica has told us its
+        # slot_out yet (we just started), run only what replicas asked us for: pmax can
+        # hold the whole epoch, and replicas re-propose anything still undecided.
+        if ep.decided_below > 0:
+            slots = sorted(s for s in ep.proposals if s >= ep.decided_below)
+        else:
+            slots = sorted(ep.requested)
         return self._phase2(ep, [(s, ep.proposals[s]) for s in slots])
 
     def _become_passive(self, ep: LeaderEpoch, winner: Ballot, now: int) -> None:
@@ -190,15 +219,28 @@ class Leader:
 
     def _on_propose(self, m: Propose, now: int) -> list[Effect]:
         effects: list[Effect] = []
+        self.reported[m.src] = max(self.reported.get(m.src, 0), m.slot_out)
+        if m.config.epoch > 0 and all(
+            self.reported.get(r, 0) >= m.config.start_slot for r in m.config.replicas
+        ):
+            # Every replica of this configuration has applied every slot before it:
+            # older epochs are finished, and no replica can need their leaders again.
+            effects += self._retire(m.config.epoch - 1)
+        if m.config.epoch <= self.retired_upto:
+            return effects  # a late proposal for a finished epoch
         ep = self.epochs.get(m.config.epoch)
         if ep is None:
             if self.id not in m.config.leaders:
-                return []
-            ep = self._join(m.config)
+                return effects
+            ep = self._join(m.config, now)
             effects += self._start_scouting(ep, now)
-        ep.decided_below = max(ep.decided_below, m.slot_out)
+        ep.last_propose = now
+        if m.slot_out > ep.decided_below:
+            ep.decided_below = m.slot_out
+            ep.requested = {s for s in ep.requested if s >= m.slot_out}
         run: list[tuple[int, Batch]] = []
         for slot, batch in m.entries:
+            ep.requested.add(slot)
             if slot not in ep.proposals:
                 ep.proposals[slot] = batch
             # A repeated proposal means the replica has not seen the decision: run
@@ -227,6 +269,11 @@ class Leader:
         effects: list[Effect] = []
         for epoch in sorted(self.epochs):
             ep = self.epochs[epoch]
+            if now - ep.last_propose >= self.timing.retire_check:
+                # Idle epoch: maybe a newer configuration took over and we missed Retire.
+                ep.last_propose = now
+                query = EpochQuery(self.id, epoch)
+                effects += [Send(r, query) for r in ep.config.replicas]
             if ep.scouting:
                 if now - ep.scout_since >= self.timing.scout_retry:
                     ep.scout_since = now

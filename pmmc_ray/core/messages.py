@@ -67,8 +67,17 @@ class Propose:
 
 @dataclass(frozen=True, slots=True)
 class Retire:
-    """Every slot of ``epoch`` is decided: its leaders may drop that epoch's state."""
+    """Every slot of ``epoch`` and of all earlier epochs is decided: leaders (and their
+    scouts and commanders) may drop those epochs' state for good."""
 
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class EpochQuery:
+    """A leader whose epoch has been idle asks a replica whether it is retired."""
+
+    src: str
     epoch: int
 
 
@@ -228,6 +237,7 @@ Message = (
     | Response
     | Propose
     | Retire
+    | EpochQuery
     | StartScout
     | Phase2
     | Adopted
@@ -272,6 +282,13 @@ class LeaderRound:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderRetired:
+    """Leader dropped every epoch up to ``epoch``; it must never join them again."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaConfig:
     """Replica learned configuration ``config``. Replicas keep their configurations on
     disk (and nothing else), so a restarted replica knows whom to ask for state."""
@@ -279,7 +296,7 @@ class ReplicaConfig:
     config: Config
 
 
-DurableRecord = AcceptorPromise | AcceptorAccept | LeaderRound | ReplicaConfig
+DurableRecord = AcceptorPromise | AcceptorAccept | LeaderRound | LeaderRetired | ReplicaConfig
 
 
 # --- effects -----------------------------------------------------------------------

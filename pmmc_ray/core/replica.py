@@ -40,6 +40,7 @@ from .messages import (
     Decisions,
     DurableRecord,
     Effect,
+    EpochQuery,
     Message,
     Persist,
     Propose,
@@ -104,6 +105,7 @@ class Replica:
         self._proposed: set[CommandKey] = set()
         self._tick_slot_out = 0
         self._rotate = 0
+        self.peer_slot_out: dict[str, int] = {}  # from CatchUp: how far peers have applied
 
     @classmethod
     def recover(
@@ -143,6 +145,9 @@ class Replica:
                 return self._on_decisions(msg.entries)
             case CatchUp():
                 return self._on_catch_up(msg)
+            case EpochQuery():
+                done = self._retired_epoch()
+                return [Send(msg.src, Retire(done))] if done >= msg.epoch else []
             case StateRequest():
                 return [] if self.recovering else [Send(msg.src, self.snapshot())]
             case StateSnapshot():
@@ -250,11 +255,6 @@ class Replica:
             self._proposed.difference_update(c.key for c in mine.commands)
             if mine != batch:
                 self._requeue(mine.commands)
-        # Every slot of the previous configuration is now decided: retire its leaders.
-        cfg = self.config_for(self.slot_out)
-        if cfg.start_slot == self.slot_out and cfg.epoch > 0:
-            prev = self._config_by_epoch(cfg.epoch - 1)
-            effects += [Send(ldr, Retire(prev.epoch)) for ldr in prev.leaders]
         return effects
 
     def _requeue(self, commands: tuple[Command, ...]) -> None:
@@ -311,6 +311,24 @@ class Replica:
         if old >= 1:
             self.decisions.pop(old, None)
 
+    def _retired_epoch(self) -> int:
+        """The highest epoch whose leaders are no longer needed (-1 if none).
+
+        An epoch is finished when every replica of the latest configuration has
+        applied all its slots: until then a replica that lost its memory may still
+        need that epoch's leaders to re-run a slot whose decision it never got.
+        """
+        done = -1
+        latest = self.configs[-1]
+        for prev, nxt in zip(self.configs, self.configs[1:], strict=False):
+            reached = [
+                self.slot_out if r == self.id else self.peer_slot_out.get(r, 0)
+                for r in latest.replicas
+            ]
+            if self.slot_out >= nxt.start_slot and min(reached) >= nxt.start_slot:
+                done = prev.epoch
+        return done
+
     def _config_by_epoch(self, epoch: int) -> Config:
         for cfg in self.configs:
             if cfg.epoch == epoch:
@@ -336,12 +354,17 @@ class Replica:
             return effects + self._ask_for_state()
         stalled = self.slot_out == self._tick_slot_out
         self._tick_slot_out = self.slot_out
+        peers = self._peers()
         if not stalled:
+            # Tell one peer (a different one each time) how far we are: peers use it to
+            # decide when an old configuration may be retired.
+            if peers:
+                self._rotate = (self._rotate + 1) % len(peers)
+                effects.append(Send(peers[self._rotate], CatchUp(self.id, self.slot_out)))
             return effects
         pending = sorted(s for s in self.proposals if s >= self.slot_out)
         effects += self._send_proposals([(s, self.proposals[s]) for s in pending])
         gap = any(s > self.slot_out for s in self.decisions)
-        peers = self._peers()
         if pending or gap or self.requests:
             effects += [Send(p, CatchUp(self.id, self.slot_out)) for p in peers]
         elif peers:
@@ -352,6 +375,7 @@ class Replica:
         return effects
 
     def _on_catch_up(self, m: CatchUp) -> list[Effect]:
+        self.peer_slot_out[m.src] = max(self.peer_slot_out.get(m.src, 0), m.slot_out)
         if self.recovering or m.slot_out >= self.slot_out:
             return []
         if m.slot_out not in self.decisions:

@@ -20,6 +20,7 @@ from .messages import (
     P1a,
     P1b,
     Preempted,
+    Retire,
     Send,
     SetTimer,
     StartScout,
@@ -46,6 +47,7 @@ class Scout:
         self.id = scout_id
         self.leader = leader_id
         self.timing = timing
+        self._retry_armed = False
         self.runs: dict[int, ScoutRun] = {}  # epoch -> the run for the highest ballot
 
     def start(self, now: int) -> list[Effect]:
@@ -57,7 +59,12 @@ class Scout:
                 return self._on_start(msg)
             case P1b():
                 return self._on_p1b(msg)
+            case Retire(epoch=upto):
+                for epoch in [e for e in self.runs if e <= upto]:
+                    del self.runs[epoch]
+                return []
             case Timer(name=name) if name == RETRY:
+                self._retry_armed = False
                 return self._on_retry()
             case _:
                 return []
@@ -76,7 +83,7 @@ class Scout:
             return self._p1a_to(cur, [a for a in cur.config.acceptors if a in cur.waitfor])
         run = ScoutRun(m.config, m.ballot, set(m.config.acceptors))
         self.runs[epoch] = run
-        return [*self._p1a_to(run, list(m.config.acceptors)), SetTimer(RETRY, self.timing.retry)]
+        return [*self._p1a_to(run, list(m.config.acceptors)), *self._arm_retry()]
 
     def _on_p1b(self, m: P1b) -> list[Effect]:
         run = self.runs.get(m.epoch)
@@ -106,5 +113,13 @@ class Scout:
         for epoch in sorted(self.runs):
             run = self.runs[epoch]
             effects += self._p1a_to(run, [a for a in run.config.acceptors if a in run.waitfor])
-        effects.append(SetTimer(RETRY, self.timing.retry))
+        effects += self._arm_retry()
         return effects
+
+    def _arm_retry(self) -> list[Effect]:
+        """Set the retry timer unless one is pending: re-arming on every message would
+        postpone retransmission forever under steady load."""
+        if self._retry_armed:
+            return []
+        self._retry_armed = True
+        return [SetTimer(RETRY, self.timing.retry)]

@@ -30,9 +30,11 @@ class Timing:
     timeout_min: int = 60
     timeout_max: int = 2000
     timeout_factor: float = 2.0
-    timeout_decrease: int = 10
+    timeout_decrease: int = 25
     scout_retry: int = 150
     """A leader re-sends StartScout if its scout (maybe restarted) has not answered."""
+    retire_check: int = 1000
+    """A leader asks a replica whether an epoch that has been idle this long is retired."""
     keep_decisions: int = 10_000
     """Applied decisions a replica keeps to help peers catch up; older ones by snapshot."""
     max_entries_per_message: int = 256
@@ -49,6 +51,7 @@ class Timing:
             "timeout_min",
             "timeout_max",
             "scout_retry",
+            "retire_check",
             "keep_decisions",
             "max_entries_per_message",
         ):

@@ -7,7 +7,10 @@ proposed, accepted and decided, so it can check properties no single process can
   R1  no two different batches are decided for one slot (decisions from any commander
       or replica, at any time).
   R2  every slot a replica applies was decided, and it applied the decided batch.
-  R3  replicas with the same slot_out have applied the same batches (hash chain).
+  R3  a replica at slot_out n holds exactly the state (application state and client
+      table) of a reference state machine that applied the decided batches of slots
+      1..n-1 in order, each command once: so state transfer and exactly-once are
+      checked too, not only the order of batches.
   R4  a replica's slot_out never decreases (within one incarnation).
   R5  a replica proposes only for slots < slot_out + WINDOW.
   A1  an acceptor's ballot_num never decreases, across restarts too.
@@ -19,6 +22,8 @@ proposed, accepted and decided, so it can check properties no single process can
       has c' = c.
   C1  for a ballot and slot, commanders propose at most one batch.
   C2  a commander's p2a for (b, s) carries the batch chosen at any lower ballot.
+  E1  a slot is chosen in one configuration only, and every decision a commander
+      sends was chosen (a majority of acceptors accepted it).
   B1  a ballot is used (StartScout) by one leader incarnation only: a restarted
       leader never reuses a ballot (DESIGN 4). C1 depends on it, but a reuse only
       breaks C1 when timing is unlucky, so it is checked directly.
@@ -28,9 +33,12 @@ A violation is recorded with the step that caused it; the simulator stops the ru
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..core import Acceptor, Ballot, Batch, Replica
+from ..app import InvalidOperation, KVStore, StateMachine
+from ..core import Acceptor, Ballot, Batch, Reconfigure, Replica
 from ..core.messages import (
     AcceptorAccept,
     Decisions,
@@ -53,7 +61,9 @@ class _SlotHistory:
 class InvariantChecker:
     """Global safety checker fed by the simulator after every step."""
 
-    def __init__(self, quorum_of: dict[int, int]) -> None:
+    def __init__(
+        self, quorum_of: dict[int, int], app_factory: Callable[[], StateMachine] = KVStore
+    ) -> None:
         self.quorum_of = quorum_of  # epoch -> acceptor majority size (filled in by the sim)
         self.violations: list[str] = []
         self.decided: dict[int, Batch] = {}
@@ -65,6 +75,11 @@ class InvariantChecker:
         self.incarnation: dict[str, int] = {}
         self.ballot_user: dict[tuple[int, Ballot], tuple[str, int]] = {}  # B1
         self.digest_at: dict[int, str] = {}
+        self.chosen_in: dict[int, int] = {}  # slot -> epoch that chose it (E1)
+        self.ref_app = app_factory()
+        self.ref_table: dict[str, int] = {}
+        self.ref_slot = 1
+        self.ref_at: dict[int, str] = {1: self._state_hash(self.ref_app, {})}
 
     def fail(self, what: str) -> None:
         if what not in self.violations:
@@ -147,6 +162,11 @@ class InvariantChecker:
             voters.add(pid)
             quorum = self.quorum_of.get(rec.epoch)
             if quorum is not None and len(voters) >= quorum:
+                epoch = self.chosen_in.setdefault(pv.slot, rec.epoch)
+                if epoch != rec.epoch:
+                    self.fail(
+                        f"E1: slot {pv.slot} chosen in epoch {epoch} and in epoch {rec.epoch}"
+                    )
                 if h.chosen is None or pv.ballot < h.chosen[0]:
                     h.chosen = (pv.ballot, pv.value)
                     for b, v in h.accepted.items():
@@ -185,6 +205,11 @@ class InvariantChecker:
 
     def _on_decisions(self, pid: str, m: Decisions) -> None:
         for slot, value in m.entries:
+            if pid.startswith("commander-"):
+                epoch = self.chosen_in.get(slot)
+                h = self.slots.get((epoch, slot)) if epoch is not None else None
+                if h is None or h.chosen is None or h.chosen[1] != value:
+                    self.fail(f"E1: {pid} decided slot {slot} without a majority accepting it")
             prev = self.decided.get(slot)
             if prev is not None and prev != value:
                 self.fail(f"R1: two different batches decided for slot {slot} (sent by {pid})")
@@ -218,3 +243,38 @@ class InvariantChecker:
         seen = self.digest_at.setdefault(r.slot_out, r.digest)
         if seen != r.digest:
             self.fail(f"R3: {pid} at slot_out {r.slot_out} applied a different history")
+        if prev != r.slot_out:
+            self._check_state(pid, r)
+
+    # --- reference state machine (R3) -------------------------------------------------------
+
+    @staticmethod
+    def _state_hash(app: StateMachine, table: dict[str, int]) -> str:
+        h = hashlib.blake2b(app.snapshot(), digest_size=16)
+        h.update(repr(sorted(table.items())).encode())
+        return h.hexdigest()
+
+    def _advance_reference(self, upto: int) -> None:
+        while self.ref_slot < upto and self.ref_slot in self.decided:
+            for c in self.decided[self.ref_slot].commands:
+                if self.ref_table.get(c.client_id, -1) >= c.command_id:
+                    continue  # performed before: exactly once
+                if not isinstance(c.op, Reconfigure):
+                    try:
+                        self.ref_app.apply(c.op)
+                    except InvalidOperation:
+                        pass
+                self.ref_table[c.client_id] = c.command_id
+            self.ref_slot += 1
+            self.ref_at[self.ref_slot] = self._state_hash(self.ref_app, self.ref_table)
+
+    def _check_state(self, pid: str, r: Replica) -> None:
+        self._advance_reference(r.slot_out)
+        want = self.ref_at.get(r.slot_out)
+        if want is None:
+            return  # some slot below is not known as decided: R2 reports it
+        table = {c: cid for c, (cid, _) in r.client_table.items()}
+        if self._state_hash(r.app, table) != want:
+            self.fail(
+                f"R3: {pid} at slot_out {r.slot_out} holds a state no in-order, exactly-once replay gives"
+            )

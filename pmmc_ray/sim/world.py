@@ -159,6 +159,7 @@ class SimResult:
     crashes: int
     partitions: int
     reconfigs: int
+    reconfig_pending: bool = False
     trace: list[str] | None = None
 
     @property
@@ -168,6 +169,7 @@ class SimResult:
             and self.ops_completed == len(self.ops)
             and self.linearizable == "linearizable"
             and self.converged
+            and not self.reconfig_pending
         )
 
     def problems(self) -> list[str]:
@@ -181,6 +183,8 @@ class SimResult:
             )
         if self.linearizable not in ("linearizable", "skipped"):
             out.append(f"linearizability: {self.linearizable} {self.lin_detail}")
+        if self.reconfig_pending:
+            out.append("liveness: a reconfiguration command never completed")
         if not self.converged:
             out.append("convergence: replicas of the last configuration differ at the end")
         return out
@@ -353,21 +357,25 @@ class Simulation:
         end = self.params.max_time
         all_done_at: int | None = None
         while self._heap and not self.checker.violations:
-            t, _, kind, payload = heapq.heappop(self._heap)
-            if t > end:
+            if self._heap[0][0] > end:
                 break
-            self.now = t
-            self.events += 1
-            self._dispatch(kind, payload)
+            self._run_one()
             if all_done_at is None and not self.faulty and self._all_ops_done():
                 all_done_at = self.now
                 end = min(end, self.now + self.params.settle)
         return self._result()
 
+    def _run_one(self) -> None:
+        """Execute the next event."""
+        t, _, kind, payload = heapq.heappop(self._heap)
+        self.now = t
+        self.events += 1
+        self._dispatch(kind, payload)
+
     def _dispatch(self, kind: str, payload: Any) -> None:
         if kind == "deliver":
             src, dst, msg = payload
-            if dst in self.clients:
+            if dst in self.clients or dst == "admin":
                 self._client_receive(dst, msg)
             elif dst in self.alive:
                 self._log(f"{src} -> {dst} {msg!r}")
@@ -514,7 +522,9 @@ class Simulation:
         self._schedule(self.rng.randint(0, 15), "client_next", cid)
 
     def _all_ops_done(self) -> bool:
-        return all(c.done >= self.params.ops_per_client for c in self.clients.values())
+        return self.admin_pending is None and all(
+            c.done >= self.params.ops_per_client for c in self.clients.values()
+        )
 
     # --- nemesis ----------------------------------------------------------------------------
 
@@ -675,6 +685,7 @@ class Simulation:
             crashes=self.crashes,
             partitions=self.partitions,
             reconfigs=self.reconfigs,
+            reconfig_pending=self.admin_pending is not None,
             trace=self.trace,
         )
 

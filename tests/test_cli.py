@@ -1,0 +1,79 @@
+"""The command line: exit codes, JSON output, bad arguments rejected clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pmmc_ray.cli import main
+
+
+def test_sim_json_summary(capsys):
+    assert main(["sim", "--seeds", "4", "--start", "50", "--workers", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runs"] == 4 and out["invariant_violations"] == 0
+    assert out["operations_completed"] == out["operations"] > 0
+    assert out["failing_seeds"] == []
+
+
+def test_sim_failing_seed_exits_1_and_writes_a_replayable_trace(capsys, tmp_path):
+    code = main(
+        [
+            "sim",
+            "--seeds",
+            "6",
+            "--workers",
+            "1",
+            "--bug",
+            "acceptor-amnesia",
+            "--failures-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["failing_seeds"]
+    first = out["failing_seeds"][0]
+    trace = (tmp_path / f"seed-{first['seed']}.trace").read_text()
+    assert first["problems"][0] in trace
+
+
+def test_sim_single_seed_trace(capsys):
+    assert main(["sim", "--seed", "2", "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert "start acceptor-0" in out and "trace_sha256=" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sim", "--faults", "meteor"], "unknown fault kind"),
+        (["sim", "--seeds", "0"], "--seeds must be >= 1"),
+        (["sim", "--ops", "0"], "--ops must be >= 1"),
+    ],
+)
+def test_sim_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().out
+
+
+def test_lincheck_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.jsonl"
+    good.write_text(
+        '{"client": "a", "call": 0, "return": 1, "op": ["put", "k", "v"], "result": null}\n'
+        '{"client": "b", "call": 2, "return": 3, "op": ["get", "k"], "result": "v"}\n'
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"client": "a", "call": 0, "return": 1, "op": ["put", "k", "v"], "result": null}\n'
+        '{"client": "b", "call": 2, "return": 3, "op": ["get", "k"], "result": null}\n'
+    )
+    assert main(["lincheck", str(good)]) == 0
+    assert main(["lincheck", str(bad)]) == 1
+    assert main(["lincheck", str(tmp_path / "missing.jsonl")]) == 2

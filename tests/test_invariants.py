@@ -1,0 +1,217 @@
+"""Each invariant check of the simulator fails when its invariant is broken.
+
+The paper numbers its invariants in section 2 (R1-R5 replicas, A1-A5 acceptors,
+C1-C2 commanders/leaders). Here each check is fed a fabricated step that breaks
+exactly one of them, and must report it by name; a clean step must report nothing.
+"""
+
+from __future__ import annotations
+
+from helpers import ballot, batch
+
+from pmmc_ray.app import KVStore
+from pmmc_ray.core import Acceptor, Config, Persist, PValue, Replica, Send, Timing
+from pmmc_ray.core.messages import (
+    AcceptorAccept,
+    AcceptorPromise,
+    Decisions,
+    P2a,
+    Propose,
+    StartScout,
+)
+from pmmc_ray.sim.invariants import InvariantChecker
+
+CFG = Config(
+    0, 1, ("replica-0", "replica-1"), ("leader-0",), ("acceptor-0", "acceptor-1", "acceptor-2")
+)
+X = batch(("put", "k", "x"))
+Y = batch(("put", "k", "y"), client="d")
+
+
+def checker() -> InvariantChecker:
+    return InvariantChecker({0: CFG.quorum})
+
+
+def names(c: InvariantChecker) -> list[str]:
+    return [v.split(":")[0] for v in c.violations]
+
+
+def accept(c: InvariantChecker, aid: str, b, slot: int, value) -> None:
+    acc = Acceptor(aid)
+    acc.state(0).ballot_num = b
+    acc.state(0).accepted[slot] = PValue(b, slot, value)
+    c.after_step(aid, acc, [Persist(AcceptorAccept(0, (PValue(b, slot, value),)))])
+
+
+def replica(slot_out: int = 1, digest: str = "") -> Replica:
+    r = Replica("replica-0", (CFG,), KVStore(), Timing(window=2))
+    r.slot_out = r.slot_in = slot_out
+    r.digest = digest
+    return r
+
+
+def test_r1_two_decisions_for_one_slot():
+    c = checker()
+    c.after_step("replica-1", None, [Send("replica-0", Decisions(((1, X),)))])
+    assert names(c) == []
+    c.after_step("replica-1", None, [Send("replica-0", Decisions(((1, Y),)))])
+    assert names(c) == ["R1"]
+
+
+def test_e1_a_commander_deciding_without_a_majority():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    c.after_step("commander-0", None, [Send("replica-0", Decisions(((1, X),)))])
+    assert names(c) == ["E1"]
+
+
+def test_e1_a_commander_deciding_what_a_majority_accepted_is_fine():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    accept(c, "acceptor-2", ballot(1), 1, X)
+    c.after_step("commander-0", None, [Send("replica-0", Decisions(((1, X),)))])
+    assert names(c) == []
+
+
+def test_e1_two_configurations_choosing_one_slot():
+    c = checker()
+    c.quorum_of[1] = 2
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    accept(c, "acceptor-1", ballot(1), 1, X)
+    for aid in ("acceptor-5", "acceptor-6"):
+        acc = Acceptor(aid)
+        acc.state(1).ballot_num = ballot(1)
+        c.after_step(aid, acc, [Persist(AcceptorAccept(1, (PValue(ballot(1), 1, X),)))])
+    assert names(c) == ["E1"]
+
+
+def test_r2_applying_an_undecided_slot():
+    c = checker()
+    c.after_step("replica-0", replica(1), [])
+    c.after_step("replica-0", replica(2), [])
+    assert names(c) == ["R2"]
+
+
+def test_r3_same_slot_out_different_history():
+    c = checker()
+    c.after_step("replica-0", replica(1, "aaa"), [])
+    c.after_step("replica-1", replica(1, "bbb"), [])
+    assert names(c) == ["R3"]
+
+
+def test_r3_state_that_no_replay_gives():
+    c = checker()
+    c.decided[1] = batch(("put", "k", "v"), client="a")
+    c.after_step("replica-0", replica(1), [])
+    good = replica(2)
+    good.app.apply(("put", "k", "v"))
+    good.client_table["a"] = (1, None)
+    c.after_step("replica-0", good, [])
+    assert names(c) == []
+    forgot_client = replica(2)
+    forgot_client.app.apply(("put", "k", "v"))
+    c.after_step("replica-1", forgot_client, [])
+    assert names(c) == ["R3"]
+
+
+def test_r3_a_command_performed_twice():
+    c = checker()
+    c.decided[1] = batch(("append", "k", "x"), client="a")
+    c.decided[2] = batch(("append", "k", "x"), client="a")  # decided again in a later slot
+    twice = replica(3)
+    twice.app.apply(("append", "k", "x"))
+    twice.app.apply(("append", "k", "x"))
+    twice.client_table["a"] = (1, None)
+    c.after_step("replica-0", twice, [])
+    assert names(c) == ["R3"]
+
+
+def test_r4_slot_out_going_back():
+    c = checker()
+    c.decided[1] = X
+    c.decided[2] = X
+    c.after_step("replica-0", replica(3), [])
+    c.after_step("replica-0", replica(2), [])
+    assert "R4" in names(c)
+
+
+def test_r5_proposing_beyond_the_window():
+    c = checker()
+    r = replica(1)
+    c.after_step("replica-0", r, [Send("leader-0", Propose("replica-0", CFG, 1, ((3, X),)))])
+    assert names(c) == ["R5"]
+
+
+def test_a1_ballot_going_back_across_a_restart():
+    c = checker()
+    acc = Acceptor("acceptor-0")
+    acc.state(0).ballot_num = ballot(3)
+    c.after_step("acceptor-0", acc, [Persist(AcceptorPromise(0, ballot(3)))])
+    c.on_restart("acceptor-0", Acceptor("acceptor-0"))
+    assert names(c) == ["A1"]
+
+
+def test_a2_accepting_at_another_ballot():
+    c = checker()
+    acc = Acceptor("acceptor-0")
+    acc.state(0).ballot_num = ballot(5)
+    c.after_step("acceptor-0", acc, [Persist(AcceptorAccept(0, (PValue(ballot(4), 1, X),)))])
+    assert names(c) == ["A2"]
+
+
+def test_a3_forgetting_a_pvalue_on_restart():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    restarted = Acceptor("acceptor-0")
+    restarted.state(0).ballot_num = ballot(1)
+    c.on_restart("acceptor-0", restarted)
+    assert names(c) == ["A3"]
+
+
+def test_a4_two_values_at_one_ballot():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    accept(c, "acceptor-1", ballot(1), 1, Y)
+    assert names(c) == ["A4"]
+
+
+def test_a5_other_value_accepted_after_a_choice():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    accept(c, "acceptor-1", ballot(1), 1, X)  # chosen
+    assert names(c) == []
+    accept(c, "acceptor-2", ballot(2), 1, Y)
+    assert names(c) == ["A5"]
+
+
+def test_c1_two_values_proposed_at_one_ballot():
+    c = checker()
+    c.after_step(
+        "commander-0", None, [Send("acceptor-0", P2a("commander-0", 0, ballot(1), ((1, X),)))]
+    )
+    c.after_step(
+        "commander-0", None, [Send("acceptor-1", P2a("commander-0", 0, ballot(1), ((1, Y),)))]
+    )
+    assert names(c) == ["C1"]
+
+
+def test_c2_proposing_against_a_chosen_value():
+    c = checker()
+    accept(c, "acceptor-0", ballot(1), 1, X)
+    accept(c, "acceptor-1", ballot(1), 1, X)
+    c.after_step(
+        "commander-1", None, [Send("acceptor-0", P2a("commander-1", 0, ballot(2), ((1, Y),)))]
+    )
+    assert names(c) == ["C2"]
+
+
+def test_b1_ballot_reused_by_a_new_incarnation():
+    c = checker()
+    c.after_step("leader-0", None, [Send("scout-0", StartScout(CFG, ballot(2)))])
+    c.after_step(
+        "leader-0", None, [Send("scout-0", StartScout(CFG, ballot(2)))]
+    )  # same incarnation
+    assert names(c) == []
+    c.on_restart("leader-0", None)
+    c.after_step("leader-0", None, [Send("scout-0", StartScout(CFG, ballot(2)))])
+    assert names(c) == ["B1"]

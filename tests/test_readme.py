@@ -1,0 +1,27 @@
+"""The README's two set-up commands stay true: CI runs the test command verbatim."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    head = text.split("\n## ", 1)[0]
+    return re.findall(r"```(?:sh|bash)\n(.+?)\n```", head, flags=re.S)
+
+
+def test_readme_opens_with_two_commands():
+    cmds = readme_commands()
+    assert len(cmds) == 2, cmds
+    assert all("pip install" in c for c in cmds)
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_cmd = readme_commands()[1].strip()
+    assert "pytest" in test_cmd
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in [line.strip() for line in ci]
