@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import ray_cli
 from .check import lincheck_cli
 from .sim import cli as sim_cli
 
@@ -15,12 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Paxos Made Moderately Complex: a replicated state machine on Ray.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    ray_cli.add_parsers(sub)
     sim_cli.add_parser(sub)
     lincheck_cli.add_parser(sub)
     return parser
 
 
 _COMMANDS = {"sim": sim_cli.run, "lincheck": lincheck_cli.run}
+_COMMANDS.update(
+    {name: ray_cli.run for name in ("run", "bench", "up", "down", "status", *ray_cli.KV_COMMANDS)}
+)
 
 
 def main(argv: list[str] | None = None) -> int:

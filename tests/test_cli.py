@@ -51,9 +51,14 @@ def test_sim_single_seed_trace(capsys):
         (["sim", "--faults", "meteor"], "unknown fault kind"),
         (["sim", "--seeds", "0"], "--seeds must be >= 1"),
         (["sim", "--ops", "0"], "--ops must be >= 1"),
+        (["run", "--clients", "0"], "--clients and --keys >= 1"),
+        (["run", "--duration", "-1"], "--duration must be > 0"),
+        (["run", "--config", "/nonexistent/x.toml"], "cannot read"),
+        (["run", "--config", "/etc/hostname"], "unsupported config format"),
+        (["bench", "--clients", "1,zero"], "--clients must be a comma list"),
     ],
 )
-def test_sim_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -77,3 +82,11 @@ def test_lincheck_exit_codes(tmp_path, capsys):
     assert main(["lincheck", str(good)]) == 0
     assert main(["lincheck", str(bad)]) == 1
     assert main(["lincheck", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_bad_config_file_is_rejected_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('namespace = "UPPER"\nwindow = 0\n')
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "namespace" in err and "window" in err

@@ -204,10 +204,13 @@ class Replica:
         return Batch(tuple(cmds))
 
     def _propose(self) -> list[Effect]:
-        """Paper's propose(): fill slots up to slot_out + WINDOW (R5) with batches."""
+        """Paper's propose(): fill slots up to slot_out + WINDOW (R5) with batches,
+        keeping at most ``max_inflight`` of our own proposals undecided."""
         new: list[tuple[int, Batch]] = []
         while self.slot_in < self.slot_out + self.window and self.requests:
             if self.slot_in not in self.decisions:
+                if len(self.proposals) >= self.timing.max_inflight:
+                    break  # let requests accumulate into the next batch
                 batch = self._take_batch()
                 self.proposals[self.slot_in] = batch
                 self._proposed.update(c.key for c in batch.commands)

@@ -21,6 +21,9 @@ class Timing:
     """WINDOW: how many slots a replica may propose beyond slot_out (paper 2.1)."""
     max_batch: int = 64
     """Most client commands decided in one slot."""
+    max_inflight: int = 8
+    """Most undecided proposals a replica keeps out at once. Requests that arrive
+    meanwhile wait and then share one slot: under load this is what fills batches."""
     replica_tick: int = 40
     """Replica retransmits proposals / asks peers to catch up when stalled this long."""
     retry: int = 25
@@ -44,6 +47,7 @@ class Timing:
         for name in (
             "window",
             "max_batch",
+            "max_inflight",
             "replica_tick",
             "retry",
             "ping_interval",

@@ -16,12 +16,19 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
     """Vary the deployment by seed, so a sweep covers more shapes than one.
 
     One run in four uses f=2 (3 replicas, 3 leaders, 5 acceptors); WINDOW is 1, 2, 4
-    or 8; batches hold at most 1, 3 or 64 commands; 2 to 5 clients.
+    or 8; batches hold at most 1, 3 or 64 commands; a replica keeps 1, 2 or WINDOW
+    proposals in flight; 2 to 5 clients.
     """
     if not base.vary:
         return base
     r = random.Random(f"params-{seed}")
-    timing = replace(base.timing, window=r.choice([1, 2, 4, 8]), max_batch=r.choice([1, 3, 64]))
+    window = r.choice([1, 2, 4, 8])
+    timing = replace(
+        base.timing,
+        window=window,
+        max_batch=r.choice([1, 3, 64]),
+        max_inflight=r.choice([1, 2, window]),
+    )
     return replace(
         base,
         f=2 if r.random() < 0.25 else base.f,

@@ -1,0 +1,362 @@
+"""``pmmc-ray run | up | down | status | get | put | delete | append | cas``.
+
+These commands use Ray through :mod:`pmmc_ray.runtime`, imported only when one of them
+runs, so ``pmmc-ray sim`` and ``pmmc-ray lincheck`` start fast and need no cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+KV_COMMANDS = {"get": 1, "put": 2, "delete": 1, "append": 2, "cas": 3}
+
+
+def _ray_env_for_local_run() -> None:
+    # An embedded single-machine Ray: keep it on loopback and skip the usage-stats
+    # prompt. (Never set in cluster configs, where nodes must reach each other.)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: local Ray, f=1 deployment, workload, leader kill, report",
+        description=(
+            "Start an embedded local Ray, deploy f=1 (2 replicas, 2 leaders, 3 acceptors, "
+            "plus a scout and a commander per leader), drive a KV workload from concurrent "
+            "clients, kill the active leader halfway, and report throughput, latency, "
+            "failover time, replica agreement and the linearizability of the history. "
+            "Exit status 0 when the history is linearizable and the replicas agree."
+        ),
+    )
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    p.add_argument("--keys", type=int, default=50, help="distinct keys (default 50)")
+    p.add_argument("--no-kill", action="store_true", help="do not kill the active leader")
+    p.add_argument("--config", help="deployment config file (.json or .toml)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--out", help="also write the JSON result to this file")
+
+    p = sub.add_parser(
+        "bench",
+        help="measure hop costs and pmmc-ray latency/throughput next to raw Ray",
+        description=(
+            "Start an embedded local Ray and measure, in one run: raw Ray round trips and "
+            "actor-to-actor hops, the cost of one actor call, then pmmc-ray sequential put "
+            "latency and throughput at several client counts. Writes JSON to --out."
+        ),
+    )
+    p.add_argument(
+        "--out", default="results/bench.json", help="result file (default results/bench.json)"
+    )
+    p.add_argument("--clients", default="1,4,16", help="client counts (default 1,4,16)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
+    p.add_argument("--config", help="deployment config file (.json or .toml)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", default=None, help="Ray address (default: auto)")
+    common.add_argument("--namespace", default="pmmc", help="deployment namespace (default pmmc)")
+
+    p = sub.add_parser("up", parents=[common], help="deploy on an existing Ray cluster")
+    p.add_argument("--config", help="deployment config file (.json or .toml)")
+    p.add_argument("-f", type=int, default=None, help="crashes to tolerate (default 1)")
+    p = sub.add_parser("down", parents=[common], help="remove a deployment and its data")
+    p.add_argument("--keep-data", action="store_true", help="keep the data directory")
+    p = sub.add_parser("status", parents=[common], help="show every role of a deployment")
+    p.add_argument("--json", action="store_true")
+    for name, nargs in KV_COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=f"KV {name} on a deployment")
+        p.add_argument(
+            "args", nargs=nargs, metavar={1: "KEY", 2: "KEY VALUE", 3: "KEY EXPECTED NEW"}[nargs]
+        )
+
+
+def _err(msg: str) -> int:
+    print(f"pmmc-ray: {msg}", file=sys.stderr)
+    return 2
+
+
+def _load_config(path: str | None, **overrides: Any) -> Any:
+    from .runtime.config import DeploymentConfig
+
+    data: dict[str, Any] = {}
+    if path:
+        data = DeploymentConfig.from_file(path).model_dump(exclude_unset=True)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return DeploymentConfig.model_validate(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run_job(args)
+    if args.command == "bench":
+        return _bench(args)
+    try:
+        if args.command == "up":
+            return _up(args)
+        if args.command == "down":
+            return _down(args)
+        if args.command == "status":
+            return _status(args)
+        return _kv(args)
+    except (ValueError, LookupError, TimeoutError, ConnectionError, RuntimeError) as e:
+        return _err(str(e))
+
+
+# --- the main job ---------------------------------------------------------------------------------
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    if args.duration <= 0 or args.clients < 1 or args.keys < 1:
+        return _err("--duration must be > 0, --clients and --keys >= 1")
+    try:
+        cfg = _load_config(args.config, namespace=f"run-{os.getpid()}")
+    except ValueError as e:
+        return _err(str(e))
+    _ray_env_for_local_run()
+    from .runtime import deploy
+    from .runtime.deployment import start_local_ray, stop_ray
+    from .runtime.workload import run_workload
+
+    say = (lambda *a, **k: None) if args.json else print
+    t0 = time.monotonic()
+    say("starting a local Ray ...", flush=True)
+    start_local_ray(cfg.namespace, args.num_cpus)
+    try:
+        say(
+            f"deploying {cfg.replicas} replicas, {cfg.leaders} leaders (+ scouts, commanders), "
+            f"{cfg.acceptors} acceptors in namespace {cfg.namespace} ...",
+            flush=True,
+        )
+        dep = deploy(cfg)
+        deploy_s = time.monotonic() - t0
+        say(
+            f"ready after {deploy_s:.1f}s; {args.clients} clients for {args.duration:g}s",
+            flush=True,
+        )
+        tty = sys.stdout.isatty()
+
+        def progress(p: dict[str, Any]) -> None:
+            line = (
+                f"  t={p['t']:5.1f}s  ok={p['ops_ok']:6d}  {p['ops_last_s']:4d} ops/s"
+                f"  unknown={p['ops_unknown']}" + (f"  killed {p['killed']}" if p["killed"] else "")
+            )
+            say(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+
+        try:
+            res = run_workload(
+                dep,
+                clients=args.clients,
+                duration_s=args.duration,
+                keys=args.keys,
+                kill_leader=not args.no_kill,
+                progress=None if args.json else progress,
+            )
+        finally:
+            dep.shutdown(delete_data=True)
+    finally:
+        stop_ray()
+    if not args.json and sys.stdout.isatty():
+        print()
+    out = {"deploy_s": round(deploy_s, 2), **res.to_dict()}
+    ok = (
+        out["linearizable"] == "linearizable"
+        and bool(out["replicas_consistent"])
+        and res.ops_ok > 0
+    )
+    out["ok"] = ok
+    if args.out:
+        _write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        lat = out["latency_ms"]
+        print(
+            f"throughput {out['throughput_ops_per_s']} ops/s ({out['ops_ok']} ok, "
+            f"{out['ops_unknown_outcome']} unknown outcome) with {out['clients']} clients"
+        )
+        print(
+            f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}"
+            f"   (raw Ray actor round trip p50 {out['raw_ray_round_trip_ms_p50']} ms)"
+        )
+        if out["killed"]:
+            print(
+                f"killed active leader {out['killed']} at t={out['kill_at_s']}s: first operation "
+                f"started after the kill completed {out['failover_s']}s later; longest gap "
+                f"between completions {out['longest_gap_after_kill_s']}s"
+            )
+        else:
+            print("no leader was killed")
+        states = {v.get("state_sha256", "?")[:12] for v in out["replica_states"].values()}
+        print(
+            f"replicas agree: {out['replicas_consistent']} "
+            f"(slot_out {sorted({v.get('slot_out') for v in out['replica_states'].values()})}, "
+            f"state {sorted(states)})"
+        )
+        print(f"history linearizable: {out['linearizable']} {out['linearizability_detail']}")
+        print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        clients = [int(x) for x in args.clients.split(",")]
+        if not clients or min(clients) < 1 or args.duration <= 0:
+            raise ValueError
+    except ValueError:
+        return _err("--clients must be a comma list of counts >= 1 and --duration > 0")
+    try:
+        cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}")
+    except ValueError as e:
+        return _err(str(e))
+    _ray_env_for_local_run()
+    from .runtime.bench import pmmc, raw_ray
+    from .runtime.deployment import start_local_ray, stop_ray
+
+    start_local_ray(cfg.namespace, args.num_cpus)
+    try:
+        print("raw Ray ...", flush=True)
+        raw = raw_ray(cfg.namespace)
+        print(json.dumps(raw), flush=True)
+        print(f"pmmc-ray with clients {clients} ...", flush=True)
+        ours = pmmc(cfg.model_dump(), clients, args.duration)
+    finally:
+        stop_ray()
+    out = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "raw_ray": raw,
+        "pmmc_ray": ours,
+    }
+    _write_json(args.out, out)
+    print(json.dumps(ours, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+# --- commands against a running deployment ----------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .runtime import deploy
+
+    cfg = _load_config(args.config, namespace=args.namespace, f=args.f)
+    dep = deploy(cfg, ray_address=args.address or "auto")
+    print(f"deployed {len(dep.names())} actors in namespace {cfg.namespace}")
+    for note in dep.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from .runtime import connect
+
+    dep = connect(args.namespace, address=args.address)
+    dep.shutdown(delete_data=not args.keep_data)
+    print(f"removed deployment {args.namespace}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .runtime import connect
+
+    dep = connect(args.namespace, address=args.address)
+    st = dep.status()
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    print(f"deployment {st['namespace']}")
+    for note in st.get("notes", []):
+        print(f"note: {note}")
+    cols = f"{'name':<14} {'node':<10} {'pid':>7} {'rst':>3}  details"
+    print(cols)
+    for name, s in sorted(st["actors"].items()):
+        if not isinstance(s, dict):
+            print(f"{name:<14} {'?':<10} {'?':>7} {'?':>3}  UNREACHABLE: {s}")
+            continue
+        print(
+            f"{name:<14} {str(s.get('node_id', '?'))[:10]:<10} {s.get('pid', '?'):>7} "
+            f"{s.get('restarts') if s.get('restarts') is not None else '?':>3}  {_details(s)}"
+        )
+    rep = next(
+        (
+            s
+            for n, s in sorted(st["actors"].items())
+            if n.startswith("replica-") and isinstance(s, dict)
+        ),
+        None,
+    )
+    if rep and rep.get("configs"):
+        c = rep["configs"][-1]
+        print(
+            f"configuration epoch {c['epoch']} from slot {c['start_slot']}: replicas {c['replicas']}, "
+            f"leaders {c['leaders']}, acceptors {c['acceptors']}"
+        )
+    return 0
+
+
+def _details(s: dict[str, Any]) -> str:
+    parts = []
+    if s.get("refusing"):
+        parts.append(f"REFUSING: {s['refusing']}")
+    if s.get("failed"):
+        parts.append(f"FAILED: {s['failed']}")
+    role = s.get("role")
+    if role == "replica":
+        parts.append(f"slot_in={s.get('slot_in')} slot_out={s.get('slot_out')}")
+        if s.get("recovering"):
+            parts.append("recovering")
+    elif role == "leader":
+        for e, ep in (s.get("epochs") or {}).items():
+            b = ep.get("ballot", ["?", "?"])
+            state = (
+                "active" if ep.get("active") else "scouting" if ep.get("scouting") else "passive"
+            )
+            watching = f" watching {ep['watching']}" if ep.get("watching") else ""
+            parts.append(f"epoch {e}: ballot {b[0]}.{b[1]} {state}{watching}")
+    elif role == "acceptor":
+        for e, ep in (s.get("epochs") or {}).items():
+            parts.append(f"epoch {e}: {ep}")
+    return "; ".join(parts)
+
+
+def _kv(args: argparse.Namespace) -> int:
+    from .runtime import connect
+    from .runtime.client import OperationRejected, OutcomeUnknownError
+
+    dep = connect(args.namespace, address=args.address)
+    a = list(args.args)
+    if args.command == "cas" and a[1] == "-":
+        a[1] = None  # "-" means "expect the key to be absent"
+    try:
+        result = dep.client().execute((args.command, *a))
+    except OperationRejected as e:
+        return _err(f"rejected: {e}")
+    except OutcomeUnknownError as e:
+        return _err(str(e))
+    if args.command == "get":
+        if result is None:
+            print("(absent)", file=sys.stderr)
+            return 1
+        print(result)
+    elif args.command == "cas":
+        print("ok" if result else "mismatch")
+        return 0 if result else 1
+    return 0

@@ -1,0 +1,715 @@
+"""Ray actors that host the core's roles: the Ray interpreter of the core's effects.
+
+Theory of operation. Each actor owns one pure role from :mod:`pmmc_ray.core` and does
+exactly what the simulator (:mod:`pmmc_ray.sim.world`) does with it: construct it (or
+rebuild it with ``recover`` after a restart), call ``start(now)``, then
+``handle(input, now)`` for every delivered message and every fired timer, and execute
+the returned effects in order. The actor makes no protocol decision.
+
+All actors are asyncio actors: methods, timer callbacks and delayed sends all run on
+one event loop, and a step never awaits in the middle, so the role is never entered
+twice at once.
+
+A *step* here is one call of :meth:`_Host.deliver` (a batch of messages from one
+peer), one timer, or one client request. Its effects are executed as one unit:
+
+1. every :class:`Persist` record of the step is appended to the actor's SQLite log in
+   one transaction, and the commit (fsync) returns, *before* anything else happens.
+   An acceptor must never answer a p1b/p2b for state that is not yet durable
+   (``pmmc_ray.core.messages``). Persisting several inputs' records together, before
+   any of their sends, only makes records durable earlier, which is always safe.
+2. Sends are grouped by destination: one fire-and-forget ``deliver`` call per peer,
+   carrying the list of messages (batching is worth two orders of magnitude on Ray).
+   A peer that cannot be looked up (not created yet, dead) gets nothing: the
+   protocol retransmits.
+3. Timers are set (a timer of the same name replaces the pending one), client
+   replies resolve the waiting :meth:`ReplicaActor.submit` calls.
+
+Restarts: Ray re-runs the constructor. Acceptors and leaders reload their records;
+replicas reload their configurations and recover state from a peer. An acceptor or
+leader whose storage is gone refuses to take part (see :class:`_Host`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pickle
+import random
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from ..core import (
+    Acceptor,
+    ClientReply,
+    Command,
+    Commander,
+    Leader,
+    Persist,
+    Replica,
+    Request,
+    Response,
+    Scout,
+    Send,
+    SetTimer,
+    Timer,
+)
+from ..core.ids import commander_of, scout_of
+from .config import DeploymentConfig, load_app_class
+from .storage import RecordLog, storage_path
+
+__all__ = [
+    "AcceptorActor",
+    "CommanderActor",
+    "LeaderActor",
+    "ReplicaActor",
+    "ScoutActor",
+    "SubmitRefused",
+    "SubmitTimeout",
+]
+
+log = logging.getLogger("pmmc_ray.runtime")
+
+STORAGE_LOST = "storage lost: replace this acceptor by reconfiguration"
+LEADER_STORAGE_LOST = (
+    "storage lost: this leader cannot know which ballots it used; replace it by reconfiguration"
+)
+_LOOKUP_RETRY_S = 0.5
+
+
+# --- values returned to clients ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitTimeout:
+    """``submit`` gave up waiting: the command may or may not be performed later."""
+
+    replica: str
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRefused:
+    """This replica cannot serve requests (it lost its state or hit a protocol error)."""
+
+    replica: str
+    reason: str
+
+
+# --- fault injection -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Faults:
+    drop: float = 0.0
+    delay_ms: int = 0
+    duplicate: float = 0.0
+    blocked: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop or self.delay_ms or self.duplicate or self.blocked)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "drop": self.drop,
+            "delay_ms": self.delay_ms,
+            "duplicate": self.duplicate,
+            "blocked": sorted([a, b] for a, b in self.blocked),
+        }
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+class _Metrics:
+    """Lazily created ``ray.util.metrics``; a metrics failure never reaches the protocol."""
+
+    _BATCH_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    _LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+    def __init__(self, actor: str) -> None:
+        self.tags = {"actor": actor}
+        self._m: dict[str, Any] = {}
+        self._broken = False
+
+    def _get(self, kind: str, name: str, desc: str, bounds: list | None = None) -> Any:
+        m = self._m.get(name)
+        if m is None:
+            from ray.util import metrics
+
+            if kind == "counter":
+                m = metrics.Counter(name, description=desc, tag_keys=("actor",))
+            elif kind == "gauge":
+                m = metrics.Gauge(name, description=desc, tag_keys=("actor",))
+            else:
+                m = metrics.Histogram(
+                    name, description=desc, boundaries=bounds, tag_keys=("actor",)
+                )
+            self._m[name] = m
+        return m
+
+    def _do(self, fn: Callable[[], None]) -> None:
+        if self._broken:
+            return
+        try:
+            fn()
+        except Exception:  # metrics are optional; never let them break a step
+            log.exception("metrics disabled after an error")
+            self._broken = True
+
+    def inc(self, name: str, desc: str, value: float = 1.0) -> None:
+        self._do(lambda: self._get("counter", name, desc).inc(value, tags=self.tags))
+
+    def observe(self, name: str, desc: str, value: float, bounds: list) -> None:
+        self._do(lambda: self._get("hist", name, desc, bounds).observe(value, tags=self.tags))
+
+    def set(self, name: str, desc: str, value: float) -> None:
+        self._do(lambda: self._get("gauge", name, desc).set(value, tags=self.tags))
+
+
+# --- the host ------------------------------------------------------------------------------
+
+
+def _restart_info() -> tuple[bool, int | None]:
+    """(was this actor reconstructed?, how many restarts Ray counted, if known)."""
+    ctx = ray.get_runtime_context()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the property uses a deprecated accessor inside
+        reconstructed = bool(ctx.was_current_actor_reconstructed)
+    count: int | None = None
+    try:  # the same GCS record the property reads, for the number itself
+        from ray._private.state import actors
+
+        info = actors(actor_id=ctx.get_actor_id())
+        count = int(info["NumRestarts"]) if info else None
+    except Exception:
+        count = None
+    return reconstructed, count
+
+
+class _Host:
+    """Owns one core role and executes its effects (shared by all five actor classes).
+
+    ``refusing`` is set when the actor must not take part in the protocol (its durable
+    storage is gone after a restart): it then ignores every message and says why in
+    :meth:`status`. ``failed`` is set when the role raised (for example a
+    :class:`~pmmc_ray.core.ProtocolViolation`): the actor stops, loudly, rather than
+    continuing from a state that broke an invariant.
+    """
+
+    ROLE = "?"
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        # Fire-and-forget calls to a dead peer leave error objects nobody reads.
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+        self.name = name
+        self.cfg = DeploymentConfig.model_validate(config)
+        self.ns = self.cfg.namespace
+        self.timing = self.cfg.timing()
+        self.loop = asyncio.get_running_loop()
+        self.started_at = time.time()
+        self.reconstructed, self.restarts = _restart_info()
+        self.refusing: str | None = None
+        self.failed: str | None = None
+        self.storage: RecordLog | None = None
+        self.metrics = _Metrics(name)
+        self.faults = _Faults()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._peers: dict[str, Any] = {}
+        self._lookup_failed: dict[str, float] = {}
+        self.sent_calls = 0
+        self.sent_messages = 0
+        self.dropped_messages = 0
+        self.steps = 0
+        if self.reconstructed:
+            log.warning("%s restarted (restart #%s)", name, self.restarts)
+            self.metrics.inc("pmmc_restarts", "actor reconstructions seen at startup")
+        self.role: Any = self._build_role()
+        if self.role is not None:
+            self._run(lambda now: self.role.start(now))
+
+    # --- to override --------------------------------------------------------------------
+
+    def _build_role(self) -> Any:
+        raise NotImplementedError
+
+    def _role_status(self) -> dict[str, Any]:
+        return {}
+
+    def _before_step(self) -> Any:
+        return None
+
+    def _after_step(self, before: Any) -> None:
+        return None
+
+    def _on_client_reply(self, response: Response) -> None:
+        return None  # only replicas have clients
+
+    # --- storage ------------------------------------------------------------------------
+
+    def _open_storage(self) -> list[Any] | None:
+        """The durable records to rebuild from, or None if they are gone after a restart."""
+        path = storage_path(self.cfg.storage_dir(), self.name)
+        if not self.reconstructed:
+            # A fresh start: deploy() checked that no live deployment owns this namespace,
+            # so anything at this path belongs to a dead deployment.
+            self.storage = RecordLog.create(path)
+            return []
+        if not RecordLog.exists(path):
+            return None
+        self.storage = RecordLog.open(path)
+        return self.storage.load()
+
+    def _refuse(self, reason: str) -> None:
+        self.refusing = reason
+        log.error(
+            "%s REFUSES to take part in the protocol: %s (path %s)",
+            self.name,
+            reason,
+            storage_path(self.cfg.storage_dir(), self.name),
+        )
+
+    # --- executing effects ----------------------------------------------------------------
+
+    @staticmethod
+    def _now() -> int:
+        return int(time.monotonic() * 1000)
+
+    def _run(self, produce: Callable[[int], list]) -> None:
+        """Run one step: get the effects from the role, then execute them (persist first)."""
+        if self.role is None or self.failed is not None:
+            return
+        before = self._before_step()
+        try:
+            effects = produce(self._now())
+        except Exception as e:
+            self.failed = f"{type(e).__name__}: {e}"
+            log.critical("%s stopped: the role raised %s", self.name, self.failed, exc_info=True)
+            return
+        self.steps += 1
+        self._execute(effects)
+        self._after_step(before)
+
+    def _execute(self, effects: list) -> None:
+        records = [e.record for e in effects if isinstance(e, Persist)]
+        if records:
+            assert self.storage is not None, f"{self.name} has no storage but persists"
+            try:
+                self.storage.append(records)
+            except Exception:
+                # Nothing of this step may leave, and the role's memory is now ahead of
+                # its storage: die, and let Ray rebuild the role from what is durable.
+                log.critical("%s cannot persist; exiting", self.name, exc_info=True)
+                os._exit(70)
+        out: dict[str, list] = {}
+        for e in effects:
+            if isinstance(e, Send):
+                out.setdefault(e.dst, []).append(e.msg)
+            elif isinstance(e, SetTimer):
+                self._set_timer(e.name, e.delay)
+            elif isinstance(e, ClientReply):
+                self._on_client_reply(e.response)
+            elif not isinstance(e, Persist):
+                raise TypeError(f"unknown effect {e!r}")
+        for dst, msgs in out.items():
+            self._send(dst, msgs)
+
+    def _set_timer(self, name: str, delay_ms: int) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = self.loop.call_later(delay_ms / 1000.0, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        timer = Timer(name)
+        self._run(lambda now: self.role.handle(timer, now))
+
+    # --- transport ------------------------------------------------------------------------
+
+    def _send(self, dst: str, msgs: list) -> None:
+        f = self.faults
+        if f.active:
+            if (self.name, dst) in f.blocked:
+                self.dropped_messages += len(msgs)
+                return
+            if f.drop:
+                kept = [m for m in msgs if random.random() >= f.drop]
+                self.dropped_messages += len(msgs) - len(kept)
+                msgs = kept
+            if f.duplicate:
+                msgs = msgs + [m for m in msgs if random.random() < f.duplicate]
+            if not msgs:
+                return
+            if f.delay_ms:
+                # Each call gets its own delay in [0, delay_ms]: this also reorders.
+                delay = random.uniform(0, f.delay_ms) / 1000.0
+                self.loop.call_later(delay, self._transmit, dst, msgs)
+                return
+        self._transmit(dst, msgs)
+
+    def _peer(self, dst: str) -> Any:
+        h = self._peers.get(dst)
+        if h is not None:
+            return h
+        failed_at = self._lookup_failed.get(dst)
+        if failed_at is not None and time.monotonic() - failed_at < _LOOKUP_RETRY_S:
+            return None
+        try:
+            h = ray.get_actor(dst, namespace=self.ns)
+        except Exception:
+            self._lookup_failed[dst] = time.monotonic()
+            return None
+        self._lookup_failed.pop(dst, None)
+        self._peers[dst] = h
+        return h
+
+    def _transmit(self, dst: str, msgs: list) -> None:
+        h = self._peer(dst)
+        if h is None:
+            self.dropped_messages += len(msgs)
+            return
+        try:
+            # Fire and forget: never awaited. Messages travel pre-pickled: Ray moves
+            # bytes about a third cheaper than a list of dataclasses (measured).
+            h.deliver.remote(self.name, pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            self._peers.pop(dst, None)
+            self.dropped_messages += len(msgs)
+            return
+        self.sent_calls += 1
+        self.sent_messages += len(msgs)
+
+    # --- actor methods --------------------------------------------------------------------
+
+    async def deliver(self, src: str, msgs: list | bytes) -> None:
+        """Hand ``msgs`` (from ``src``; a list, or one pickled by a peer) to the role as
+        one step. Called fire-and-forget."""
+        if self.role is None:
+            return
+        if isinstance(msgs, bytes):
+            msgs = pickle.loads(msgs)
+        handle = self.role.handle
+
+        def produce(now: int) -> list:
+            effects: list = []
+            for m in msgs:
+                effects.extend(handle(m, now))
+            return effects
+
+        self._run(produce)
+
+    async def ping(self) -> str:
+        """Readiness probe."""
+        return "pong"
+
+    async def set_faults(
+        self,
+        drop: float = 0.0,
+        delay_ms: int = 0,
+        duplicate: float = 0.0,
+        blocked: list | tuple = (),
+    ) -> dict[str, Any]:
+        """Inject faults into this actor's outgoing messages (all zero/empty: off)."""
+        if not (0.0 <= drop <= 1.0 and 0.0 <= duplicate <= 1.0 and delay_ms >= 0):
+            raise ValueError("need 0 <= drop, duplicate <= 1 and delay_ms >= 0")
+        self.faults = _Faults(
+            float(drop), int(delay_ms), float(duplicate), {(str(a), str(b)) for a, b in blocked}
+        )
+        return self.faults.as_dict()
+
+    async def destroy_storage(self) -> bool:
+        """Stop taking part and delete this actor's storage (used by shutdown)."""
+        self.role = None
+        self.refusing = "shut down"
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None
+        path = storage_path(self.cfg.storage_dir(), self.name)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass
+        return True
+
+    async def status(self) -> dict[str, Any]:
+        """What this actor is and how it is doing (see the role-specific fields)."""
+        ctx = ray.get_runtime_context()
+        st: dict[str, Any] = {
+            "role": self.ROLE,
+            "name": self.name,
+            "namespace": self.ns,
+            "node_id": ctx.get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "restarts": self.restarts,
+            "reconstructed": self.reconstructed,
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "steps": self.steps,
+            "sent_calls": self.sent_calls,
+            "sent_messages": self.sent_messages,
+            "dropped_messages": self.dropped_messages,
+            "faults": self.faults.as_dict(),
+        }
+        if self.storage is not None:
+            st["storage"] = str(self.storage.path)
+            st["storage_records"] = self.storage.count()
+        if self.refusing is not None:
+            st["refusing"] = self.refusing
+        if self.failed is not None:
+            st["failed"] = self.failed
+        if self.role is not None:
+            st.update(self._role_status())
+        return st
+
+
+def _actor(cls: type) -> Any:
+    return ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(cls)
+
+
+# --- the five roles --------------------------------------------------------------------------
+
+
+class _AcceptorHost(_Host):
+    ROLE = "acceptor"
+
+    def _build_role(self) -> Acceptor | None:
+        records = self._open_storage()
+        if records is None:
+            self._refuse(STORAGE_LOST)
+            return None
+        return Acceptor.recover(self.name, records)
+
+    def _role_status(self) -> dict[str, Any]:
+        return {
+            "epochs": {
+                str(e): {"ballot_num": str(st.ballot_num), "accepted": len(st.accepted)}
+                for e, st in sorted(self.role.epochs.items())
+            },
+            "ballot_num": {
+                str(e): [st.ballot_num.round, st.ballot_num.leader]
+                for e, st in sorted(self.role.epochs.items())
+            },
+        }
+
+
+class _LeaderHost(_Host):
+    ROLE = "leader"
+
+    def _build_role(self) -> Leader | None:
+        records = self._open_storage()
+        if records is None:
+            # Ballots are (round, leader id): without its records this leader cannot know
+            # which rounds it already used, and reusing one can decide two commands in a
+            # slot (C1). The core has no way to give it a fresh identity, so it refuses.
+            self._refuse(LEADER_STORAGE_LOST)
+            return None
+        return Leader.recover(
+            self.name,
+            self.cfg.initial_config(),
+            self.timing,
+            records,
+            scout_id=scout_of(self.name),
+            commander_id=commander_of(self.name),
+        )
+
+    def _before_step(self) -> Any:
+        return (
+            self.role.max_round,
+            {e: ep.active for e, ep in self.role.epochs.items()},
+        )
+
+    def _after_step(self, before: Any) -> None:
+        max_round, active = before
+        m = self.metrics
+        if self.role.max_round > max_round:
+            m.inc("pmmc_leader_ballots_started", "ballot rounds this leader started")
+        for e, ep in self.role.epochs.items():
+            was = active.get(e, False)
+            if ep.active and not was:
+                m.inc("pmmc_leader_adoptions", "ballots adopted by a majority")
+            elif was and not ep.active:
+                m.inc("pmmc_leader_preemptions", "times this leader was preempted")
+
+    def _role_status(self) -> dict[str, Any]:
+        r = self.role
+        return {
+            "max_round": r.max_round,
+            "timeout": r.timeout,
+            "epochs": {
+                str(e): {
+                    "ballot": [ep.ballot_num.round, ep.ballot_num.leader],
+                    "active": ep.active,
+                    "scouting": ep.scouting,
+                    "watching": ep.watching,
+                    "proposals": len(ep.proposals),
+                }
+                for e, ep in sorted(r.epochs.items())
+            },
+        }
+
+
+class _ScoutHost(_Host):
+    ROLE = "scout"
+
+    def _build_role(self) -> Scout:
+        return Scout(self.name, "leader-" + self.name.removeprefix("scout-"), self.timing)
+
+    def _role_status(self) -> dict[str, Any]:
+        return {
+            "leader": self.role.leader,
+            "runs": {
+                str(e): {"ballot": str(run.ballot), "waiting_for": sorted(run.waitfor)}
+                for e, run in sorted(self.role.runs.items())
+            },
+        }
+
+
+class _CommanderHost(_Host):
+    ROLE = "commander"
+
+    def _build_role(self) -> Commander:
+        return Commander(self.name, "leader-" + self.name.removeprefix("commander-"), self.timing)
+
+    def _role_status(self) -> dict[str, Any]:
+        return {
+            "leader": self.role.leader,
+            "runs": {
+                str(e): {"ballot": str(run.ballot), "pending": len(run.pending)}
+                for e, run in sorted(self.role.runs.items())
+            },
+        }
+
+
+class _ReplicaHost(_Host):
+    ROLE = "replica"
+
+    def __init__(self, name: str, config: dict[str, Any]) -> None:
+        self._waiters: dict[tuple[str, int], list[asyncio.Future]] = {}
+        self.decided_commands = 0
+        super().__init__(name, config)
+
+    def _build_role(self) -> Replica:
+        app = load_app_class(self.cfg.app)()
+        configs = (self.cfg.initial_config(),)
+        records = self._open_storage()
+        if records is None:
+            # A replica keeps only its configurations on disk and recovers everything
+            # else from a peer anyway; without them it starts from epoch 0's members.
+            log.warning("%s: storage lost; recovering with the initial configuration", self.name)
+            self.storage = RecordLog.create(storage_path(self.cfg.storage_dir(), self.name))
+            records = []
+        if self.reconstructed:
+            return Replica.recover(self.name, configs, app, self.timing, records)
+        return Replica(self.name, configs, app, self.timing)
+
+    def _before_step(self) -> Any:
+        return self.role.slot_out
+
+    def _after_step(self, before: Any) -> None:
+        r = self.role
+        for slot in range(before, r.slot_out):
+            batch = r.decisions.get(slot)
+            if batch is None:
+                continue  # arrived by state transfer
+            n = len(batch.commands)
+            self.decided_commands += n
+            self.metrics.inc("pmmc_replica_commands_decided", "commands applied", n)
+            self.metrics.observe(
+                "pmmc_replica_batch_size", "commands per decided slot", n, _Metrics._BATCH_BOUNDS
+            )
+
+    def _on_client_reply(self, response: Response) -> None:
+        for fut in self._waiters.pop((response.client_id, response.command_id), ()):
+            if not fut.done():
+                fut.set_result(response)
+
+    async def submit(self, command: Command, timeout_s: float) -> Any:
+        """Have ``command`` performed; return its :class:`Response`.
+
+        Returns :class:`SubmitTimeout` if no answer came within ``timeout_s`` (the
+        command may still be performed: retry it, with the same id, anywhere), or
+        :class:`SubmitRefused` if this replica cannot serve at all.
+        """
+        if self.role is None or self.failed is not None:
+            return SubmitRefused(self.name, self.failed or self.refusing or "not running")
+        t0 = time.monotonic()
+        key = (command.client_id, command.command_id)
+        fut = self.loop.create_future()
+        self._waiters.setdefault(key, []).append(fut)
+        try:
+            request = Request(command)
+            self._run(lambda now: self.role.handle(request, now))
+            resp = await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return SubmitTimeout(self.name, timeout_s)
+        finally:
+            waiting = self._waiters.get(key)
+            if waiting is not None:
+                if fut in waiting:
+                    waiting.remove(fut)
+                if not waiting:
+                    del self._waiters[key]
+        self.metrics.observe(
+            "pmmc_replica_client_latency_ms",
+            "submit latency at the replica",
+            (time.monotonic() - t0) * 1000.0,
+            _Metrics._LATENCY_BOUNDS_MS,
+        )
+        return resp
+
+    def _role_status(self) -> dict[str, Any]:
+        r = self.role
+        return {
+            "slot_in": r.slot_in,
+            "slot_out": r.slot_out,
+            "recovering": r.recovering,
+            "configs": [
+                {
+                    "epoch": c.epoch,
+                    "start_slot": c.start_slot,
+                    "replicas": list(c.replicas),
+                    "leaders": list(c.leaders),
+                    "acceptors": list(c.acceptors),
+                }
+                for c in r.configs
+            ],
+            "digest": r.digest,
+            "state_sha256": hashlib.sha256(r.app.snapshot()).hexdigest(),
+            "requests": len(r.requests),
+            "proposals": len(r.proposals),
+            "decided_commands": self.decided_commands,
+            "waiting_clients": len(self._waiters),
+        }
+
+
+# Ray actor classes. Options are set at creation (see deploy.py); these are the defaults:
+# unlimited restarts, no task retries (a message retried by Ray after a restart would
+# only duplicate what the protocol already retransmits), and no CPU reservation.
+AcceptorActor = _actor(type("AcceptorActor", (_AcceptorHost,), {"__module__": __name__}))
+LeaderActor = _actor(type("LeaderActor", (_LeaderHost,), {"__module__": __name__}))
+ScoutActor = _actor(type("ScoutActor", (_ScoutHost,), {"__module__": __name__}))
+CommanderActor = _actor(type("CommanderActor", (_CommanderHost,), {"__module__": __name__}))
+ReplicaActor = _actor(type("ReplicaActor", (_ReplicaHost,), {"__module__": __name__}))
+
+ACTOR_CLASSES = {
+    "acceptor": AcceptorActor,
+    "leader": LeaderActor,
+    "scout": ScoutActor,
+    "commander": CommanderActor,
+    "replica": ReplicaActor,
+}

@@ -1,0 +1,304 @@
+"""Python clients of a deployment: :class:`Client` (blocking) and :class:`AsyncClient`.
+
+A client is a paper client: it has a unique ``client_id``, numbers its commands, and
+keeps at most one command outstanding (the replicas' client table remembers only the
+latest command per client, which is what makes retries exactly-once). It sends the
+command to one replica's ``submit``; if that replica does not answer in time or is
+down, it retries the *same* command, with the same id, at the next replica, until the
+per-operation deadline. Then the outcome is unknown, and the client says so with
+:class:`OutcomeUnknownError` rather than guessing.
+
+Operations are validated with the application's ``validate`` before anything is
+sent, so bad input raises :class:`~pmmc_ray.app.InvalidOperation` (a ValueError) and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+from ..check.history import Operation
+from ..core import Command, Response
+from .actors import SubmitRefused, SubmitTimeout
+from .config import DeploymentConfig, load_app_class
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "HistoryRecorder",
+    "OperationRejected",
+    "OutcomeUnknownError",
+]
+
+_RETRYABLE = (GetTimeoutError, RayActorError, ActorUnavailableError, asyncio.TimeoutError)
+
+
+class OutcomeUnknownError(TimeoutError):
+    """No replica confirmed the operation before the deadline.
+
+    The operation may or may not have been applied (it may even be applied later).
+    """
+
+
+class OperationRejected(ValueError):
+    """The replicated state machine rejected the operation (it changed nothing)."""
+
+
+# --- history recording -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    client: str
+    call: float
+    op: tuple
+    ret: float | None = None
+    result: Any = None
+    keep: bool = True
+
+
+class HistoryRecorder:
+    """Collects client operations as :class:`pmmc_ray.check.history.Operation` records.
+
+    Pass one to several clients (thread-safe); times come from ``time.monotonic()``.
+    Operations whose outcome is unknown are kept with ``ret=None``; operations the
+    state machine rejected changed nothing and are left out.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[_Entry] = []
+
+    def begin(self, client: str, op: tuple) -> _Entry:
+        e = _Entry(client, time.monotonic(), op)
+        with self._lock:
+            self._entries.append(e)
+        return e
+
+    @staticmethod
+    def returned(e: _Entry, result: Any) -> None:
+        e.ret, e.result = time.monotonic(), result
+
+    @staticmethod
+    def rejected(e: _Entry) -> None:
+        e.keep = False
+
+    def operations(self) -> list[Operation]:
+        with self._lock:
+            entries = list(self._entries)
+        return [Operation(e.client, e.call, e.ret, e.op, e.result) for e in entries if e.keep]
+
+
+# --- shared logic ------------------------------------------------------------------------------
+
+
+class _Base:
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        timeout_s: float,
+        attempt_timeout_s: float,
+        recorder: HistoryRecorder | None,
+        client_id: str | None,
+    ) -> None:
+        if timeout_s <= 0 or attempt_timeout_s <= 0:
+            raise ValueError("timeouts must be > 0")
+        self.config = config
+        self.namespace = config.namespace
+        self.client_id = client_id or uuid.uuid4().hex
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.recorder = recorder
+        self._app = load_app_class(config.app)()
+        self._replicas = list(config.replica_ids())
+        # Every client starts at the first replica and moves on only when it does not
+        # answer. Requests that meet at one replica share batches; requests spread over
+        # replicas make them propose different batches for the same slots, and the
+        # losers must propose again (measured: about half the throughput).
+        self._start = 0
+        self._counter = itertools.count(1)
+        self._handles: dict[str, Any] = {}
+
+    def _command(self, op: Any) -> Command:
+        self._app.validate(op)  # raises InvalidOperation; nothing is sent
+        return Command(self.client_id, next(self._counter), op)
+
+    def _handle(self, name: str) -> Any:
+        h = self._handles.get(name)
+        if h is None:
+            try:
+                h = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                return None
+            self._handles[name] = h
+        return h
+
+    def _order(self) -> list[str]:
+        n = len(self._replicas)
+        return [self._replicas[(self._start + i) % n] for i in range(n)]
+
+    def _answered_by(self, name: str) -> None:
+        self._start = self._replicas.index(name)  # stick to a replica that answers
+
+    def _outcome(self, cmd: Command, entry: _Entry | None, resp: Response) -> Any:
+        if resp.error is not None:
+            if entry is not None:
+                HistoryRecorder.rejected(entry)
+            raise OperationRejected(resp.error)
+        if entry is not None:
+            HistoryRecorder.returned(entry, resp.result)
+        return resp.result
+
+    def _unknown(self, cmd: Command, last: str) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"no replica confirmed command {cmd.command_id} {cmd.op!r:.80} of client "
+            f"{self.client_id} within {self.timeout_s:g}s (last problem: {last}); "
+            "it may or may not have been applied"
+        )
+
+
+class Client(_Base):
+    """A blocking client (thread-safe; one command in flight at a time)."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            config,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            recorder=recorder,
+            client_id=client_id,
+        )
+        self._lock = threading.Lock()
+
+    def execute(self, op: Any) -> Any:
+        """Perform ``op`` on the replicated state machine and return its result."""
+        with self._lock:
+            cmd = self._command(op)
+            entry = self.recorder.begin(self.client_id, op) if self.recorder else None
+            deadline = time.monotonic() + self.timeout_s
+            last = "no attempt"
+            while True:
+                for name in self._order():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._unknown(cmd, last)
+                    h = self._handle(name)
+                    if h is None:
+                        last = f"{name} not found"
+                        continue
+                    per = min(self.attempt_timeout_s, remaining)
+                    try:
+                        res = ray.get(h.submit.remote(cmd, per), timeout=per + 1.0)
+                    except _RETRYABLE as e:
+                        last = f"{name}: {type(e).__name__}"
+                        continue
+                    if isinstance(res, SubmitTimeout | SubmitRefused):
+                        last = f"{name}: {res!r}"
+                        continue
+                    self._answered_by(name)
+                    return self._outcome(cmd, entry, res)
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def get(self, key: str) -> str | None:
+        """The value of ``key``, or None if it is absent."""
+        return self.execute(("get", key))
+
+    def put(self, key: str, value: str) -> None:
+        self.execute(("put", key, value))
+
+    def delete(self, key: str) -> None:
+        self.execute(("delete", key))
+
+    def append(self, key: str, value: str) -> None:
+        self.execute(("append", key, value))
+
+    def cas(self, key: str, expected: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` if its value is ``expected`` (None: absent)."""
+        return self.execute(("cas", key, expected, new))
+
+
+class AsyncClient(_Base):
+    """An asyncio client (one command in flight at a time)."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            config,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            recorder=recorder,
+            client_id=client_id,
+        )
+        self._lock: asyncio.Lock | None = None
+
+    async def execute(self, op: Any) -> Any:
+        """Perform ``op`` on the replicated state machine and return its result."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            cmd = self._command(op)
+            entry = self.recorder.begin(self.client_id, op) if self.recorder else None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout_s
+            last = "no attempt"
+            while True:
+                for name in self._order():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise self._unknown(cmd, last)
+                    h = self._handle(name)
+                    if h is None:
+                        last = f"{name} not found"
+                        continue
+                    per = min(self.attempt_timeout_s, remaining)
+                    try:
+                        res = await asyncio.wait_for(h.submit.remote(cmd, per), per + 1.0)
+                    except _RETRYABLE as e:
+                        last = f"{name}: {type(e).__name__}"
+                        continue
+                    if isinstance(res, SubmitTimeout | SubmitRefused):
+                        last = f"{name}: {res!r}"
+                        continue
+                    self._answered_by(name)
+                    return self._outcome(cmd, entry, res)
+                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
+    async def get(self, key: str) -> str | None:
+        return await self.execute(("get", key))
+
+    async def put(self, key: str, value: str) -> None:
+        await self.execute(("put", key, value))
+
+    async def delete(self, key: str) -> None:
+        await self.execute(("delete", key))
+
+    async def append(self, key: str, value: str) -> None:
+        await self.execute(("append", key, value))
+
+    async def cas(self, key: str, expected: str | None, new: str) -> bool:
+        return await self.execute(("cas", key, expected, new))

@@ -1,0 +1,362 @@
+"""Create, find, inspect, disturb and remove deployments on a Ray cluster.
+
+A deployment is a set of detached, named actors in one Ray namespace (its name is the
+deployment's ``namespace``): ``acceptor-i``, ``replica-i``, ``leader-i`` with its
+``scout-i`` and ``commander-i``. Its :class:`DeploymentConfig` is stored in the GCS
+key-value store, so :func:`connect` from any driver of the cluster can rebuild a
+:class:`Deployment` handle by namespace alone.
+
+Ray authentication: when :func:`deploy` starts a local Ray itself it leaves Ray's
+default, which in Ray 2.59+ is token authentication for new local clusters unless
+``RAY_AUTH_MODE`` is set (``RAY_AUTH_MODE=disabled`` turns it off for a private test
+cluster; see https://docs.ray.io/en/latest/ray-security/token-auth.html).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.experimental import internal_kv
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ..core.ids import commander_of, scout_of
+from .actors import ACTOR_CLASSES
+from .client import AsyncClient, Client, HistoryRecorder
+from .config import DeploymentConfig
+
+__all__ = [
+    "AlreadyDeployedError",
+    "Deployment",
+    "NotDeployedError",
+    "connect",
+    "deploy",
+]
+
+log = logging.getLogger("pmmc_ray.runtime")
+
+_KV_NAMESPACE = "pmmc-ray"
+
+
+class AlreadyDeployedError(RuntimeError):
+    """The namespace already has live actors."""
+
+
+class NotDeployedError(LookupError):
+    """No deployment is recorded under this namespace."""
+
+
+def _kv_key(namespace: str) -> str:
+    return f"deployment/{namespace}"
+
+
+def _coerce(config: DeploymentConfig | dict | None) -> DeploymentConfig:
+    if config is None:
+        return DeploymentConfig()
+    if isinstance(config, DeploymentConfig):
+        return config
+    if isinstance(config, dict):
+        return DeploymentConfig.model_validate(config)
+    raise TypeError(f"config must be a DeploymentConfig, a dict or None, not {type(config)}")
+
+
+def _ensure_ray(namespace: str, address: str | None, *, start_local: bool) -> None:
+    if ray.is_initialized():
+        return
+    if address is not None or not start_local:
+        ray.init(address=address or "auto", namespace=namespace)
+    else:
+        ray.init(
+            namespace=namespace,
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            ignore_reinit_error=True,
+        )
+
+
+def _live_actor_names(namespace: str) -> list[str]:
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a.get("namespace") == namespace
+    )
+
+
+def _alive_nodes() -> list[str]:
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
+@dataclass
+class Deployment:
+    """A handle on a running deployment (cheap; rebuild it anywhere with :func:`connect`)."""
+
+    config: DeploymentConfig
+    notes: list[str] = field(default_factory=list)
+    _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def namespace(self) -> str:
+        return self.config.namespace
+
+    def names(self) -> list[str]:
+        """Every actor name, in creation order."""
+        c = self.config
+        out = [*c.acceptor_ids(), *c.replica_ids()]
+        for lid in c.leader_ids():
+            out += [scout_of(lid), commander_of(lid), lid]
+        return out
+
+    def handle(self, name: str) -> Any:
+        """The actor handle of ``name`` (raises ValueError if it does not exist)."""
+        h = self._handles.get(name)
+        if h is None:
+            if name not in self.names():
+                raise ValueError(f"{name!r} is not an actor of deployment {self.namespace!r}")
+            h = ray.get_actor(name, namespace=self.namespace)
+            self._handles[name] = h
+        return h
+
+    def actors(self) -> dict[str, Any]:
+        """name -> actor handle, for every actor that can be found."""
+        out: dict[str, Any] = {}
+        for n in self.names():
+            try:
+                out[n] = self.handle(n)
+            except ValueError:
+                pass
+        return out
+
+    def _gather(self, method: str, timeout_s: float, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call ``method`` on every actor; name -> result, or {"state": ..., "error": ...}."""
+        refs: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for n in self.names():
+            try:
+                refs[n] = getattr(self.handle(n), method).remote(*args, **kwargs)
+            except Exception as e:
+                out[n] = {"name": n, "state": "missing", "error": f"{type(e).__name__}: {e}"}
+        if refs:
+            ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        for n, ref in refs.items():
+            try:
+                out[n] = ray.get(ref, timeout=0.01)
+            except ray.exceptions.GetTimeoutError:
+                out[n] = {"name": n, "state": "unreachable", "error": f"no answer in {timeout_s}s"}
+            except Exception as e:
+                out[n] = {"name": n, "state": "dead", "error": f"{type(e).__name__}: {e}"[:300]}
+        return {n: out[n] for n in self.names()}
+
+    def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Every actor's ``status()`` (dead or silent actors reported as such)."""
+        return {
+            "namespace": self.namespace,
+            "config": self.config.model_dump(),
+            "notes": list(self.notes),
+            "actors": self._gather("status", timeout_s),
+        }
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until every actor answers ``ping``."""
+        deadline = time.monotonic() + timeout_s
+        pending = set(self.names())
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"deployment {self.namespace!r}: not ready after {timeout_s}s: "
+                    f"{sorted(pending)}"
+                )
+            refs = {self.handle(n).ping.remote(): n for n in pending}
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(left, 10.0))
+            for r in ready:
+                try:
+                    if ray.get(r) == "pong":
+                        pending.discard(refs[r])
+                except Exception:
+                    pass
+            if pending:
+                time.sleep(0.1)
+
+    def client(
+        self,
+        timeout_s: float = 10.0,
+        *,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+        client_id: str | None = None,
+    ) -> Client:
+        """A blocking client of this deployment."""
+        return Client(
+            self.config,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            recorder=recorder,
+            client_id=client_id,
+        )
+
+    def async_client(
+        self,
+        timeout_s: float = 10.0,
+        *,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+        client_id: str | None = None,
+    ) -> AsyncClient:
+        """An asyncio client of this deployment."""
+        return AsyncClient(
+            self.config,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            recorder=recorder,
+            client_id=client_id,
+        )
+
+    def set_faults(
+        self,
+        drop: float = 0.0,
+        delay_ms: int = 0,
+        duplicate: float = 0.0,
+        blocked: list | tuple = (),
+        *,
+        timeout_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Inject faults on every actor's outgoing messages (no arguments: turn them off)."""
+        blocked = [list(p) for p in blocked]
+        return self._gather("set_faults", timeout_s, drop, delay_ms, duplicate, blocked)
+
+    def kill(self, name: str, restart: bool = True) -> None:
+        """Kill actor ``name`` (Ray restarts it if ``restart``). Asynchronous, as ray.kill is."""
+        ray.kill(self.handle(name), no_restart=not restart)
+        if not restart:
+            self._handles.pop(name, None)
+
+    def shutdown(self, delete_data: bool = True) -> None:
+        """Kill every actor for good, forget the deployment, and delete its data."""
+        if delete_data:
+            # Each actor deletes its own file (it may be on another node).
+            self._gather("destroy_storage", 5.0)
+        for n in self.names():
+            try:
+                ray.kill(self.handle(n), no_restart=True)
+            except Exception:
+                pass
+        self._handles.clear()
+        try:
+            internal_kv._internal_kv_del(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
+        except Exception:
+            log.warning("could not remove the stored config of %s", self.namespace)
+        if delete_data:
+            shutil.rmtree(self.config.storage_dir(), ignore_errors=True)
+
+
+def deploy(
+    config: DeploymentConfig | dict | None = None,
+    *,
+    ray_address: str | None = None,
+    ready_timeout_s: float = 180.0,
+) -> Deployment:
+    """Create every actor of a deployment and wait until all answer ``ping``.
+
+    Starts a local Ray (``num_cpus=os.cpu_count()``, no dashboard) if Ray is not
+    initialized and ``ray_address`` is None; connects to ``ray_address`` otherwise.
+    Raises :class:`AlreadyDeployedError` if the namespace already has live actors.
+    """
+    cfg = _coerce(config)
+    _ensure_ray(cfg.namespace, ray_address, start_local=True)
+    ns = cfg.namespace
+    live = _live_actor_names(ns)
+    if live:
+        raise AlreadyDeployedError(
+            f"namespace {ns!r} already deployed ({len(live)} live actors, e.g. {live[0]}); "
+            "use connect() or shut it down first"
+        )
+    dep = Deployment(cfg)
+    nodes = _alive_nodes()
+    n_acc = len(cfg.acceptor_ids())
+    spread = cfg.spread_acceptors and len(nodes) > 1
+    if cfg.spread_acceptors and len(nodes) < n_acc:
+        note = (
+            f"only {len(nodes)} alive node(s) for {n_acc} acceptors: a node failure can take "
+            "down more than one acceptor"
+        )
+        dep.notes.append(note)
+        log.warning("deployment %s: %s", ns, note)
+    if os.path.isdir(cfg.storage_dir()) and os.listdir(cfg.storage_dir()):
+        note = f"discarding stale data of a dead deployment in {cfg.storage_dir()}"
+        dep.notes.append(note)
+        log.warning("deployment %s: %s", ns, note)
+    dump = cfg.model_dump()
+    internal_kv._internal_kv_put(
+        _kv_key(ns),
+        json.dumps({"config": dump, "notes": dep.notes}),
+        overwrite=True,
+        namespace=_KV_NAMESPACE,
+    )
+    opts: dict[str, Any] = dict(
+        namespace=ns,
+        lifetime="detached",
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+    )
+    try:
+        for i, name in enumerate(cfg.acceptor_ids()):
+            extra: dict[str, Any] = {}
+            if spread:
+                node = nodes[i % len(nodes)]
+                extra["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+            dep._handles[name] = (
+                ACTOR_CLASSES["acceptor"].options(name=name, **opts, **extra).remote(name, dump)
+            )
+        for name in cfg.replica_ids():
+            dep._handles[name] = (
+                ACTOR_CLASSES["replica"].options(name=name, **opts).remote(name, dump)
+            )
+        for lid in cfg.leader_ids():
+            for role, name in (("scout", scout_of(lid)), ("commander", commander_of(lid))):
+                dep._handles[name] = (
+                    ACTOR_CLASSES[role].options(name=name, **opts).remote(name, dump)
+                )
+            dep._handles[lid] = ACTOR_CLASSES["leader"].options(name=lid, **opts).remote(lid, dump)
+        dep.wait_ready(ready_timeout_s)
+    except BaseException:
+        dep.shutdown(delete_data=True)
+        raise
+    return dep
+
+
+def connect(namespace: str, *, address: str | None = None) -> Deployment:
+    """A :class:`Deployment` handle for the deployment running under ``namespace``.
+
+    Connects this process to Ray (``address``, default "auto") if it is not yet.
+    """
+    _ensure_ray(namespace, address, start_local=False)
+    raw = internal_kv._internal_kv_get(_kv_key(namespace), namespace=_KV_NAMESPACE)
+    if raw is None:
+        raise NotDeployedError(f"no deployment named {namespace!r} in this Ray cluster")
+    data = json.loads(raw)
+    dep = Deployment(DeploymentConfig.model_validate(data["config"]), list(data.get("notes", [])))
+    if not _live_actor_names(namespace):
+        raise NotDeployedError(f"deployment {namespace!r} is recorded but has no live actors")
+    return dep
+
+
+def start_local_ray(namespace: str, num_cpus: int | None = None) -> None:
+    """Start an embedded single-machine Ray for this process (no dashboard)."""
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        namespace=namespace,
+        log_to_driver=False,
+    )
+
+
+def stop_ray() -> None:
+    """Disconnect from Ray, stopping it if this process started it."""
+    ray.shutdown()

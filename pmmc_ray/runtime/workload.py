@@ -1,0 +1,244 @@
+"""The main job's workload: concurrent KV clients, a leader kill halfway, and a report.
+
+``run_workload`` drives a deployment with ``clients`` threads for ``duration_s``
+seconds, records every operation, optionally kills the active leader halfway
+(``ray.kill(..., no_restart=False)``: Ray restarts it), and returns throughput,
+latency percentiles, the failover time, whether the replicas ended with identical
+state, and the linearizability verdict of the recorded history. It prints nothing:
+progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from ..check.linearizability import KV_MODEL, check
+from .client import HistoryRecorder, OperationRejected, OutcomeUnknownError
+from .deployment import Deployment
+
+
+@dataclass
+class WorkloadResult:
+    """What a workload run measured (times in seconds unless named _ms)."""
+
+    clients: int
+    duration_s: float
+    ops_ok: int = 0
+    ops_unknown: int = 0
+    ops_rejected: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    killed: str | None = None
+    kill_at_s: float | None = None
+    failover_s: float | None = None
+    longest_gap_s: float | None = None
+    replicas_consistent: bool | None = None
+    replica_states: dict[str, Any] = field(default_factory=dict)
+    linearizable: str | None = None
+    lin_detail: str = ""
+    baseline_ping_ms_p50: float | None = None
+
+    @property
+    def throughput(self) -> float:
+        return self.ops_ok / self.duration_s if self.duration_s > 0 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(x: float | None, n: int = 2) -> float | None:
+            return None if x is None else round(x, n)
+
+        return {
+            "clients": self.clients,
+            "duration_s": r(self.duration_s),
+            "ops_ok": self.ops_ok,
+            "ops_unknown_outcome": self.ops_unknown,
+            "ops_rejected": self.ops_rejected,
+            "throughput_ops_per_s": r(self.throughput, 1),
+            "latency_ms": {
+                "p50": r(self.percentile(0.50)),
+                "p90": r(self.percentile(0.90)),
+                "p99": r(self.percentile(0.99)),
+                "max": r(max(self.latencies_ms) if self.latencies_ms else None),
+            },
+            "raw_ray_round_trip_ms_p50": r(self.baseline_ping_ms_p50, 3),
+            "killed": self.killed,
+            "kill_at_s": r(self.kill_at_s),
+            "failover_s": r(self.failover_s, 3),
+            "longest_gap_after_kill_s": r(self.longest_gap_s, 3),
+            "replicas_consistent": self.replicas_consistent,
+            "replica_states": self.replica_states,
+            "linearizable": self.linearizable,
+            "linearizability_detail": self.lin_detail,
+        }
+
+
+def active_leader(dep: Deployment) -> str | None:
+    """The name of a leader that reports itself active in the newest epoch it knows."""
+    best: tuple[int, int, str] | None = None
+    for name, st in dep.status(timeout_s=5.0)["actors"].items():
+        if not name.startswith("leader-") or not isinstance(st, dict):
+            continue
+        for epoch, ep in (st.get("epochs") or {}).items():
+            if ep.get("active"):
+                key = (int(epoch), int(ep["ballot"][0]), name)
+                if best is None or key > best:
+                    best = key
+    return best[2] if best else None
+
+
+def raw_ray_round_trip_ms(dep: Deployment, n: int = 200) -> float:
+    """p50 of a plain actor call round trip (``ping``) to a replica: the Ray floor."""
+    h = dep.handle(dep.config.replica_ids()[0])
+    ray.get(h.ping.remote())
+    xs = []
+    for _ in range(n):
+        t = time.perf_counter()
+        ray.get(h.ping.remote())
+        xs.append((time.perf_counter() - t) * 1000.0)
+    xs.sort()
+    return xs[len(xs) // 2]
+
+
+def replica_states(dep: Deployment, settle_s: float = 15.0) -> tuple[bool, dict[str, Any]]:
+    """Wait until the replicas agree on slot_out and compare their state hashes."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        st = dep.status(timeout_s=5.0)["actors"]
+        reps = {n: s for n, s in st.items() if n.startswith("replica-")}
+        summary = {
+            n: (
+                {
+                    "slot_out": s.get("slot_out"),
+                    "state_sha256": s.get("state_sha256"),
+                    "recovering": s.get("recovering"),
+                }
+                if isinstance(s, dict)
+                else {"error": str(s)}
+            )
+            for n, s in sorted(reps.items())
+        }
+        vals = {(v.get("slot_out"), v.get("state_sha256")) for v in summary.values()}
+        ok = len(vals) == 1 and all(
+            "error" not in v and not v["recovering"] for v in summary.values()
+        )
+        if ok or time.monotonic() > deadline:
+            return ok, summary
+        time.sleep(0.25)
+
+
+def run_workload(
+    dep: Deployment,
+    *,
+    clients: int = 4,
+    duration_s: float = 20.0,
+    keys: int = 50,
+    kill_leader: bool = True,
+    seed: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    lincheck_timeout_s: float = 60.0,
+) -> WorkloadResult:
+    """Drive ``dep`` with ``clients`` concurrent clients for ``duration_s`` seconds."""
+    if clients < 1 or duration_s <= 0 or keys < 1:
+        raise ValueError("clients and keys must be >= 1 and duration_s > 0")
+    rng = random.Random(seed)
+    # Fresh keys for every run: the linearizability check assumes they start absent.
+    prefix = f"w{uuid.uuid4().hex[:8]}"
+    recorder = HistoryRecorder()
+    res = WorkloadResult(clients=clients, duration_s=duration_s)
+    res.baseline_ping_ms_p50 = raw_ray_round_trip_ms(dep)
+    lock = threading.Lock()
+    stop = threading.Event()
+    completions: list[float] = []
+    t0 = time.monotonic()
+
+    def worker(i: int) -> None:
+        r = random.Random(rng.random())
+        c = dep.client(timeout_s=10.0, recorder=recorder, client_id=f"run-{i}-{rng.random():.6f}")
+        n = 0
+        while not stop.is_set():
+            k = f"{prefix}-k{r.randrange(keys)}"
+            n += 1
+            tag = f"{i}.{n}"
+            kind = r.random()
+            if kind < 0.5:
+                op: tuple = ("get", k)
+            elif kind < 0.7:
+                op = ("put", k, tag)
+            elif kind < 0.9:
+                op = ("append", k, f"[{tag}]")
+            else:
+                op = ("cas", k, None, tag)
+            start = time.monotonic()
+            try:
+                c.execute(op)
+            except OutcomeUnknownError:
+                with lock:
+                    res.ops_unknown += 1
+                continue
+            except OperationRejected:
+                with lock:
+                    res.ops_rejected += 1
+                continue
+            end = time.monotonic()
+            with lock:
+                res.ops_ok += 1
+                res.latencies_ms.append((end - start) * 1000.0)
+                completions.append(end - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    kill_at = duration_s / 2 if kill_leader else None
+    last_report = 0.0
+    while (now := time.monotonic() - t0) < duration_s:
+        if kill_at is not None and res.killed is None and now >= kill_at:
+            name = active_leader(dep)
+            if name is not None:
+                res.kill_at_s = time.monotonic() - t0
+                dep.kill(name, restart=True)
+                res.killed = name
+        if progress is not None and now - last_report >= 1.0:
+            last_report = now
+            with lock:
+                ok, unk = res.ops_ok, res.ops_unknown
+                recent = sum(1 for x in completions[-5000:] if x > now - 1.0)
+            progress(
+                {
+                    "t": now,
+                    "ops_ok": ok,
+                    "ops_unknown": unk,
+                    "ops_last_s": recent,
+                    "killed": res.killed,
+                }
+            )
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=15.0)
+    res.duration_s = time.monotonic() - t0
+
+    if res.kill_at_s is not None:
+        ops = recorder.operations()
+        after = [o.ret - t0 for o in ops if o.ret is not None and o.call - t0 >= res.kill_at_s]
+        res.failover_s = (min(after) - res.kill_at_s) if after else None
+        times = sorted([res.kill_at_s] + [x for x in completions if x >= res.kill_at_s])
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        res.longest_gap_s = max(gaps) if gaps else None
+
+    res.replicas_consistent, res.replica_states = replica_states(dep)
+    verdict = check(recorder.operations(), KV_MODEL, timeout=lincheck_timeout_s)
+    res.linearizable = verdict.verdict
+    res.lin_detail = str(getattr(verdict, "detail", ""))
+    return res

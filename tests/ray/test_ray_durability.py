@@ -1,0 +1,86 @@
+"""Durable state across real actor restarts (DESIGN 4): acceptors, leaders, lost storage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from rayhelpers import active_leader, status_of, wait_restarted
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def dep(make_deployment):
+    return make_deployment("durable")
+
+
+@pytest.fixture(scope="module")
+def client(dep):
+    return dep.client(timeout_s=30)
+
+
+def test_acceptor_state_survives_restart(dep, client):
+    for i in range(5):
+        client.put(f"k{i}", str(i))
+    before = status_of(dep, "acceptor-0")
+    assert before["epochs"]["0"]["accepted"] >= 1
+    dep.kill("acceptor-0", restart=True)
+    after = wait_restarted(dep, "acceptor-0", before["pid"])
+    assert after["restarts"] >= 1
+    assert after["ballot_num"] == before["ballot_num"]
+    assert after["epochs"] == before["epochs"]
+    assert "refusing" not in after
+    assert client.get("k4") == "4"
+
+
+def test_restarted_leader_never_reuses_a_ballot(dep, client):
+    lid = active_leader(dep)
+    before = status_of(dep, lid)
+    old_round = before["epochs"]["0"]["ballot"][0]
+    assert before["max_round"] >= old_round
+    dep.kill(lid, restart=True)
+    after = wait_restarted(dep, lid, before["pid"])
+    # It starts scouting at once, with a round above every round it ever used.
+    assert after["max_round"] > before["max_round"]
+    assert after["epochs"]["0"]["ballot"][0] > old_round
+    assert after["epochs"]["0"]["ballot"][1] == lid
+    client.put("after-leader-restart", "ok")
+    assert client.get("after-leader-restart") == "ok"
+
+
+def _delete_storage(path: Path) -> None:
+    assert path.exists()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def test_acceptor_with_lost_storage_refuses(dep, client):
+    name = "acceptor-2"
+    before = status_of(dep, name)
+    _delete_storage(Path(before["storage"]))
+    dep.kill(name, restart=True)
+    after = wait_restarted(dep, name, before["pid"])
+    assert after["refusing"] == "storage lost: replace this acceptor by reconfiguration"
+    assert "epochs" not in after  # it holds no protocol state at all
+    # A majority (acceptor-0, acceptor-1) is still there: the service goes on.
+    client.put("after-refusal", "ok")
+    assert client.get("after-refusal") == "ok"
+    assert status_of(dep, name)["steps"] == 0  # it took part in nothing
+
+
+def test_leader_with_lost_storage_refuses(dep, client):
+    # Without its records a leader cannot know which rounds it used, so it must not lead.
+    lid = next(x for x in dep.config.leader_ids() if x != active_leader(dep))
+    before = status_of(dep, lid)
+    _delete_storage(Path(before["storage"]))
+    dep.kill(lid, restart=True)
+    after = wait_restarted(dep, lid, before["pid"])
+    assert after["refusing"].startswith("storage lost")
+    assert "epochs" not in after
+    client.put("after-leader-refusal", "ok")
+    assert client.get("after-leader-refusal") == "ok"

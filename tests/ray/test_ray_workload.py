@@ -1,0 +1,33 @@
+"""The main job's workload (``pmmc-ray run``) on a real deployment: it kills the active
+leader, and the report it produces must come from real, checked results."""
+
+from __future__ import annotations
+
+import pytest
+
+from pmmc_ray.runtime.workload import active_leader, run_workload
+
+pytestmark = pytest.mark.ray
+
+
+def test_workload_with_leader_kill_is_linearizable_and_replicas_agree(make_deployment):
+    dep = make_deployment("workload")
+    before = active_leader(dep)
+    assert before is not None
+    res = run_workload(dep, clients=3, duration_s=6.0, keys=5, kill_leader=True, seed=1)
+    out = res.to_dict()
+    assert res.killed == before
+    assert res.ops_ok > 0 and out["throughput_ops_per_s"] > 0
+    assert out["linearizable"] == "linearizable", out["linearizability_detail"]
+    assert out["replicas_consistent"] is True
+    states = {v["state_sha256"] for v in out["replica_states"].values()}
+    assert len(states) == 1
+    assert res.failover_s is not None and res.failover_s >= 0
+    assert out["latency_ms"]["p50"] <= out["latency_ms"]["p99"]
+    assert out["raw_ray_round_trip_ms_p50"] > 0
+
+
+def test_workload_rejects_bad_parameters(make_deployment):
+    dep = make_deployment("workload-bad")
+    with pytest.raises(ValueError, match="clients"):
+        run_workload(dep, clients=0, duration_s=1.0)
