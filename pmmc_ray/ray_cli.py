@@ -63,7 +63,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=None, help="Ray address (default: auto)")
-    common.add_argument("--namespace", default="pmmc", help="deployment namespace (default pmmc)")
+    common.add_argument(
+        "--namespace", default=None, help="deployment namespace (default: the config's, or pmmc)"
+    )
 
     p = sub.add_parser("up", parents=[common], help="deploy on an existing Ray cluster")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
@@ -85,13 +87,12 @@ def _err(msg: str) -> int:
 
 
 def _load_config(path: str | None, **overrides: Any) -> Any:
+    """The config file (if any) with command-line overrides (None: not given) on top."""
     from .runtime.config import DeploymentConfig
 
-    data: dict[str, Any] = {}
     if path:
-        data = DeploymentConfig.from_file(path).model_dump(exclude_unset=True)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return DeploymentConfig.model_validate(data)
+        return DeploymentConfig.from_file(path, **overrides)
+    return DeploymentConfig.model_validate({k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,6 +172,8 @@ def _run_job(args: argparse.Namespace) -> int:
         out["linearizable"] == "linearizable"
         and bool(out["replicas_consistent"])
         and res.ops_ok > 0
+        and not res.client_errors
+        and (res.killed is None or res.ops_ok_after_kill > 0)
     )
     out["ok"] = ok
     if args.out:
@@ -189,10 +192,12 @@ def _run_job(args: argparse.Namespace) -> int:
         )
         if out["killed"]:
             print(
-                f"killed active leader {out['killed']} at t={out['kill_at_s']}s: first operation "
-                f"started after the kill completed {out['failover_s']}s later; longest gap "
-                f"between completions {out['longest_gap_after_kill_s']}s"
+                f"killed active leader {out['killed']} at t={out['kill_at_s']}s: failover "
+                f"{out['failover_s']}s (longest time with no completed operation after the "
+                f"kill); {out['ops_ok_after_kill']} operations completed after it"
             )
+        for e in out["client_errors"]:
+            print(f"client error: {e}")
         else:
             print("no leader was killed")
         states = {v.get("state_sha256", "?")[:12] for v in out["replica_states"].values()}
@@ -258,6 +263,7 @@ def _up(args: argparse.Namespace) -> int:
     from .runtime import deploy
 
     cfg = _load_config(args.config, namespace=args.namespace, f=args.f)
+    args.namespace = cfg.namespace
     dep = deploy(cfg, ray_address=args.address or "auto")
     print(f"deployed {len(dep.names())} actors in namespace {cfg.namespace}")
     for note in dep.notes:
@@ -268,6 +274,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from .runtime import connect
 
+    args.namespace = args.namespace or "pmmc"
     dep = connect(args.namespace, address=args.address)
     dep.shutdown(delete_data=not args.keep_data)
     print(f"removed deployment {args.namespace}")
@@ -277,6 +284,7 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from .runtime import connect
 
+    args.namespace = args.namespace or "pmmc"
     dep = connect(args.namespace, address=args.address)
     st = dep.status()
     if args.json:
@@ -288,8 +296,10 @@ def _status(args: argparse.Namespace) -> int:
     cols = f"{'name':<14} {'node':<10} {'pid':>7} {'rst':>3}  details"
     print(cols)
     for name, s in sorted(st["actors"].items()):
-        if not isinstance(s, dict):
-            print(f"{name:<14} {'?':<10} {'?':>7} {'?':>3}  UNREACHABLE: {s}")
+        if not isinstance(s, dict) or "error" in s:
+            what = s.get("state", "unreachable") if isinstance(s, dict) else "unreachable"
+            err = s.get("error", s) if isinstance(s, dict) else s
+            print(f"{name:<14} {'?':<10} {'?':>7} {'?':>3}  {what.upper()}: {err}")
             continue
         print(
             f"{name:<14} {str(s.get('node_id', '?'))[:10]:<10} {s.get('pid', '?'):>7} "
@@ -341,6 +351,7 @@ def _kv(args: argparse.Namespace) -> int:
     from .runtime import connect
     from .runtime.client import OperationRejected, OutcomeUnknownError
 
+    args.namespace = args.namespace or "pmmc"
     dep = connect(args.namespace, address=args.address)
     a = list(args.args)
     if args.command == "cas" and a[1] == "-":

@@ -87,6 +87,6 @@ def test_lincheck_exit_codes(tmp_path, capsys):
 def test_bad_config_file_is_rejected_naming_the_field(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('namespace = "UPPER"\nwindow = 0\n')
-    assert main(["run", "--config", str(bad)]) == 2
+    assert main(["up", "--config", str(bad)]) == 2  # fails before touching Ray
     err = capsys.readouterr().err
     assert "bad.toml" in err and "namespace" in err and "window" in err

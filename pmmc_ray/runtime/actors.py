@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.experimental import internal_kv
 
 from ..core import (
     Acceptor,
@@ -54,6 +55,7 @@ from ..core import (
     Commander,
     Leader,
     Persist,
+    ProtocolViolation,
     Replica,
     Request,
     Response,
@@ -63,7 +65,7 @@ from ..core import (
     Timer,
 )
 from ..core.ids import commander_of, scout_of
-from .config import DeploymentConfig, load_app_class
+from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
 from .storage import RecordLog, storage_path
 
 __all__ = [
@@ -257,17 +259,49 @@ class _Host:
     # --- storage ------------------------------------------------------------------------
 
     def _open_storage(self) -> list[Any] | None:
-        """The durable records to rebuild from, or None if they are gone after a restart."""
+        """The durable records to rebuild from, or None if they are gone.
+
+        A storage file belongs to the deployment that created it (its id is in the
+        file). Our own file: load it, whatever Ray says about restarts. No file of ours
+        but a cluster-wide note that we created one before: it is gone, return None so
+        the caller refuses. Neither: this is the actor's first start in this deployment,
+        and anything at the path is a dead deployment's leftover, replaced.
+        """
         path = storage_path(self.cfg.storage_dir(), self.name)
-        if not self.reconstructed:
-            # A fresh start: deploy() checked that no live deployment owns this namespace,
-            # so anything at this path belongs to a dead deployment.
-            self.storage = RecordLog.create(path)
-            return []
-        if not RecordLog.exists(path):
+        dep = self.cfg.deployment_id
+        if dep is None:  # actors built outside deploy(): trust Ray's restart flag
+            if not self.reconstructed:
+                self.storage = RecordLog.create(path)
+                return []
+            if not RecordLog.exists(path):
+                return None
+            self.storage = RecordLog.open(path)
+            return self.storage.load()
+        if RecordLog.owner(path) == dep:
+            self.storage = RecordLog.open(path)
+            return self.storage.load()
+        if self._created_storage_before():
             return None
-        self.storage = RecordLog.open(path)
-        return self.storage.load()
+        self._create_storage()
+        return []
+
+    def _init_key(self) -> str:
+        return f"init/{self.ns}/{self.cfg.deployment_id}/{self.name}"
+
+    def _created_storage_before(self) -> bool:
+        try:
+            return bool(internal_kv._internal_kv_exists(self._init_key(), namespace=KV_NAMESPACE))
+        except Exception:
+            log.warning("%s: cannot reach the cluster KV; trusting Ray's restart flag", self.name)
+            return self.reconstructed
+
+    def _create_storage(self) -> None:
+        path = storage_path(self.cfg.storage_dir(), self.name)
+        if path.exists():
+            log.warning("%s: replacing %s, left by another deployment", self.name, path)
+        self.storage = RecordLog.create(path, self.cfg.deployment_id or "")
+        if self.cfg.deployment_id is not None:
+            internal_kv._internal_kv_put(self._init_key(), b"1", namespace=KV_NAMESPACE)
 
     def _refuse(self, reason: str) -> None:
         self.refusing = reason
@@ -291,10 +325,18 @@ class _Host:
         before = self._before_step()
         try:
             effects = produce(self._now())
-        except Exception as e:
+        except ProtocolViolation as e:
+            # An invariant broke: stop loudly, never carry on from that state.
             self.failed = f"{type(e).__name__}: {e}"
             log.critical("%s stopped: the role raised %s", self.name, self.failed, exc_info=True)
             return
+        except Exception:
+            # Anything else (a bug, MemoryError): nothing of this step was sent, so let
+            # Ray restart the actor and rebuild the role from what is durable.
+            log.critical(
+                "%s: the role raised; exiting so Ray restarts it", self.name, exc_info=True
+            )
+            os._exit(71)
         self.steps += 1
         self._execute(effects)
         self._after_step(before)
@@ -381,7 +423,8 @@ class _Host:
         try:
             # Fire and forget: never awaited. Messages travel pre-pickled: Ray moves
             # bytes about a third cheaper than a list of dataclasses (measured).
-            h.deliver.remote(self.name, pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL))
+            payload = pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL)
+            h.deliver.remote(self.name, payload, self.cfg.deployment_id)
         except Exception:
             self._peers.pop(dst, None)
             self.dropped_messages += len(msgs)
@@ -391,10 +434,11 @@ class _Host:
 
     # --- actor methods --------------------------------------------------------------------
 
-    async def deliver(self, src: str, msgs: list | bytes) -> None:
+    async def deliver(self, src: str, msgs: list | bytes, deployment_id: str | None = None) -> None:
         """Hand ``msgs`` (from ``src``; a list, or one pickled by a peer) to the role as
-        one step. Called fire-and-forget."""
-        if self.role is None:
+        one step. Called fire-and-forget. Messages from another deployment (an old
+        actor of the same name still dying after a redeploy) are dropped."""
+        if self.role is None or deployment_id != self.cfg.deployment_id:
             return
         if isinstance(msgs, bytes):
             msgs = pickle.loads(msgs)
@@ -611,7 +655,7 @@ class _ReplicaHost(_Host):
             # A replica keeps only its configurations on disk and recovers everything
             # else from a peer anyway; without them it starts from epoch 0's members.
             log.warning("%s: storage lost; recovering with the initial configuration", self.name)
-            self.storage = RecordLog.create(storage_path(self.cfg.storage_dir(), self.name))
+            self._create_storage()
             records = []
         if self.reconstructed:
             return Replica.recover(self.name, configs, app, self.timing, records)

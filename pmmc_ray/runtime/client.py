@@ -84,18 +84,19 @@ class HistoryRecorder:
             self._entries.append(e)
         return e
 
-    @staticmethod
-    def returned(e: _Entry, result: Any) -> None:
-        e.ret, e.result = time.monotonic(), result
+    def returned(self, e: _Entry, result: Any) -> None:
+        with self._lock:
+            e.ret, e.result = time.monotonic(), result
 
-    @staticmethod
-    def rejected(e: _Entry) -> None:
-        e.keep = False
+    def rejected(self, e: _Entry) -> None:
+        with self._lock:
+            e.keep = False
 
     def operations(self) -> list[Operation]:
         with self._lock:
-            entries = list(self._entries)
-        return [Operation(e.client, e.call, e.ret, e.op, e.result) for e in entries if e.keep]
+            return [
+                Operation(e.client, e.call, e.ret, e.op, e.result) for e in self._entries if e.keep
+            ]
 
 
 # --- shared logic ------------------------------------------------------------------------------
@@ -115,7 +116,11 @@ class _Base:
             raise ValueError("timeouts must be > 0")
         self.config = config
         self.namespace = config.namespace
-        self.client_id = client_id or uuid.uuid4().hex
+        # Command ids restart at 1 with every client object, and replicas remember the
+        # last (client_id, command_id) they performed: a reused id would be answered
+        # with an old command's result. So a given id is only a prefix.
+        suffix = uuid.uuid4().hex
+        self.client_id = f"{client_id}-{suffix[:12]}" if client_id else suffix
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.recorder = recorder
@@ -143,6 +148,11 @@ class _Base:
             self._handles[name] = h
         return h
 
+    def _forget_if_dead(self, name: str, e: BaseException) -> None:
+        """Drop a cached handle of an actor that is gone for good (it may be re-created)."""
+        if isinstance(e, RayActorError) and not isinstance(e, ActorUnavailableError):
+            self._handles.pop(name, None)
+
     def _order(self) -> list[str]:
         n = len(self._replicas)
         return [self._replicas[(self._start + i) % n] for i in range(n)]
@@ -152,11 +162,11 @@ class _Base:
 
     def _outcome(self, cmd: Command, entry: _Entry | None, resp: Response) -> Any:
         if resp.error is not None:
-            if entry is not None:
-                HistoryRecorder.rejected(entry)
+            if entry is not None and self.recorder is not None:
+                self.recorder.rejected(entry)
             raise OperationRejected(resp.error)
-        if entry is not None:
-            HistoryRecorder.returned(entry, resp.result)
+        if entry is not None and self.recorder is not None:
+            self.recorder.returned(entry, resp.result)
         return resp.result
 
     def _unknown(self, cmd: Command, last: str) -> OutcomeUnknownError:
@@ -206,10 +216,13 @@ class Client(_Base):
                         continue
                     per = min(self.attempt_timeout_s, remaining)
                     try:
-                        res = ray.get(h.submit.remote(cmd, per), timeout=per + 1.0)
+                        res = ray.get(h.submit.remote(cmd, per), timeout=min(per + 1.0, remaining))
                     except _RETRYABLE as e:
                         last = f"{name}: {type(e).__name__}"
+                        self._forget_if_dead(name, e)
                         continue
+                    except Exception as e:  # anything else: the outcome is still unknown
+                        raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
                     if isinstance(res, SubmitTimeout | SubmitRefused):
                         last = f"{name}: {res!r}"
                         continue
@@ -277,10 +290,15 @@ class AsyncClient(_Base):
                         continue
                     per = min(self.attempt_timeout_s, remaining)
                     try:
-                        res = await asyncio.wait_for(h.submit.remote(cmd, per), per + 1.0)
+                        res = await asyncio.wait_for(
+                            h.submit.remote(cmd, per), min(per + 1.0, remaining)
+                        )
                     except _RETRYABLE as e:
                         last = f"{name}: {type(e).__name__}"
+                        self._forget_if_dead(name, e)
                         continue
+                    except Exception as e:  # anything else: the outcome is still unknown
+                        raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
                     if isinstance(res, SubmitTimeout | SubmitRefused):
                         last = f"{name}: {res!r}"
                         continue

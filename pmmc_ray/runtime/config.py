@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..core import Config, Timing
 
-__all__ = ["ConfigFileError", "DeploymentConfig", "load_app_class"]
+__all__ = ["KV_NAMESPACE", "ConfigFileError", "DeploymentConfig", "load_app_class"]
+
+KV_NAMESPACE = "pmmc-ray"
+"""Namespace of the deployment records kept in Ray's cluster key-value store."""
 
 _TIMING_FIELDS = (
     "window",
@@ -79,6 +82,9 @@ class DeploymentConfig(BaseModel):
     data_dir: str = "~/.pmmc-ray/data"
     app: str = Field("pmmc_ray.app:KVStore", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     spread_acceptors: bool = True
+    deployment_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    """Set by :func:`pmmc_ray.deploy` (a fresh uuid per deployment); ties each actor's
+    storage file to the deployment that created it. Leave it unset."""
 
     @model_validator(mode="before")
     @classmethod
@@ -130,8 +136,26 @@ class DeploymentConfig(BaseModel):
     # --- files -----------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> DeploymentConfig:
-        """Load a JSON (``.json``) or TOML (``.toml``) file; errors name the file and field."""
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> DeploymentConfig:
+        """Load a JSON (``.json``) or TOML (``.toml``) file; errors name the file and field.
+
+        ``overrides`` (None values ignored) replace the file's fields before validation.
+        """
+        p = Path(path)
+        data = cls.read_file(p)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            lines = [
+                f"{'.'.join(str(x) for x in err['loc']) or '<config>'}: {err['msg']}"
+                for err in e.errors()
+            ]
+            raise ConfigFileError(f"{p}: invalid deployment config: " + "; ".join(lines)) from None
+
+    @staticmethod
+    def read_file(path: str | os.PathLike) -> dict[str, Any]:
+        """The raw table of a JSON or TOML config file (not yet validated)."""
         p = Path(path)
         suffix = p.suffix.lower()
         if suffix not in (".json", ".toml"):
@@ -146,14 +170,7 @@ class DeploymentConfig(BaseModel):
             raise ConfigFileError(f"{p}: not valid {suffix[1:].upper()}: {e}") from None
         if not isinstance(data, dict):
             raise ConfigFileError(f"{p}: the top level must be a table/object")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            lines = [
-                f"{'.'.join(str(x) for x in err['loc']) or '<config>'}: {err['msg']}"
-                for err in e.errors()
-            ]
-            raise ConfigFileError(f"{p}: invalid deployment config: " + "; ".join(lines)) from None
+        return data
 
 
 def load_app_class(spec: str) -> type:

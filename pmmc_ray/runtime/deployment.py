@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ..core.ids import commander_of, scout_of
 from .actors import ACTOR_CLASSES
 from .client import AsyncClient, Client, HistoryRecorder
-from .config import DeploymentConfig
+from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
 
 __all__ = [
     "AlreadyDeployedError",
@@ -41,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger("pmmc_ray.runtime")
 
-_KV_NAMESPACE = "pmmc-ray"
+_KV_NAMESPACE = KV_NAMESPACE
 
 
 class AlreadyDeployedError(RuntimeError):
@@ -178,6 +179,9 @@ class Deployment:
                 try:
                     if ray.get(r) == "pong":
                         pending.discard(refs[r])
+                except ray.exceptions.RayActorError as e:
+                    if not isinstance(e, ray.exceptions.ActorUnavailableError):
+                        raise RuntimeError(f"actor {refs[r]} died while starting: {e}") from None
                 except Exception:
                     pass
             if pending:
@@ -236,6 +240,25 @@ class Deployment:
         if not restart:
             self._handles.pop(name, None)
 
+    def _abort(self) -> None:
+        """Undo a failed deploy: kill only the actors this call created (a racing deploy
+        of the same namespace may own the names), and leave the stored config alone
+        unless it is ours."""
+        for h in self._handles.values():
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:
+                pass
+        self._handles.clear()
+        try:
+            raw = internal_kv._internal_kv_get(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
+            if raw is not None and json.loads(raw)["config"].get("deployment_id") == (
+                self.config.deployment_id
+            ):
+                internal_kv._internal_kv_del(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
+        except Exception:
+            pass
+
     def shutdown(self, delete_data: bool = True) -> None:
         """Kill every actor for good, forget the deployment, and delete its data."""
         if delete_data:
@@ -249,6 +272,9 @@ class Deployment:
         self._handles.clear()
         try:
             internal_kv._internal_kv_del(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
+            internal_kv._internal_kv_del(
+                f"init/{self.namespace}/", del_by_prefix=True, namespace=_KV_NAMESPACE
+            )
         except Exception:
             log.warning("could not remove the stored config of %s", self.namespace)
         if delete_data:
@@ -268,6 +294,8 @@ def deploy(
     Raises :class:`AlreadyDeployedError` if the namespace already has live actors.
     """
     cfg = _coerce(config)
+    load_app_class(cfg.app)  # fail here, clearly, rather than in every actor
+    cfg = cfg.model_copy(update={"deployment_id": uuid.uuid4().hex})
     _ensure_ray(cfg.namespace, ray_address, start_local=True)
     ns = cfg.namespace
     live = _live_actor_names(ns)
@@ -315,8 +343,11 @@ def deploy(
                 ACTOR_CLASSES["acceptor"].options(name=name, **opts, **extra).remote(name, dump)
             )
         for name in cfg.replica_ids():
+            # Every waiting client holds one call slot on its replica; leave room.
             dep._handles[name] = (
-                ACTOR_CLASSES["replica"].options(name=name, **opts).remote(name, dump)
+                ACTOR_CLASSES["replica"]
+                .options(name=name, max_concurrency=10_000, **opts)
+                .remote(name, dump)
             )
         for lid in cfg.leader_ids():
             for role, name in (("scout", scout_of(lid)), ("commander", commander_of(lid))):
@@ -326,7 +357,7 @@ def deploy(
             dep._handles[lid] = ACTOR_CLASSES["leader"].options(name=lid, **opts).remote(lid, dump)
         dep.wait_ready(ready_timeout_s)
     except BaseException:
-        dep.shutdown(delete_data=True)
+        dep._abort()
         raise
     return dep
 
@@ -348,8 +379,10 @@ def connect(namespace: str, *, address: str | None = None) -> Deployment:
 
 
 def start_local_ray(namespace: str, num_cpus: int | None = None) -> None:
-    """Start an embedded single-machine Ray for this process (no dashboard)."""
+    """Start an embedded single-machine Ray for this process (no dashboard), even if
+    another Ray runs on this machine (``address="local"``)."""
     ray.init(
+        address="local",
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         namespace=namespace,

@@ -49,7 +49,7 @@ class RecordLog:
         if not path.exists():
             return False
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
             try:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'initialized'").fetchone()
             finally:
@@ -58,9 +58,25 @@ class RecordLog:
             return False
         return row is not None
 
+    @staticmethod
+    def owner(path: Path) -> str | None:
+        """The deployment id written at creation, or None if absent or unreadable."""
+        if not RecordLog.exists(path):
+            return None
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'deployment'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+        return None if row is None else row[0]
+
     @classmethod
-    def create(cls, path: Path) -> RecordLog:
-        """Start a new, empty log at ``path``, replacing any file that is there."""
+    def create(cls, path: Path, deployment_id: str = "") -> RecordLog:
+        """Start a new, empty log at ``path`` owned by ``deployment_id``, replacing any
+        file that is there."""
         path.parent.mkdir(parents=True, exist_ok=True)
         for suffix in _SIDE_FILES:
             try:
@@ -69,6 +85,9 @@ class RecordLog:
                 pass
         log = cls(path, cls._connect(path))
         with log._conn:
+            log._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('deployment', ?)", (deployment_id,)
+            )
             log._conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('initialized', ?)", (repr(time.time()),)
             )

@@ -34,11 +34,16 @@ class WorkloadResult:
     ops_ok: int = 0
     ops_unknown: int = 0
     ops_rejected: int = 0
+    client_errors: list[str] = field(default_factory=list)
+    ops_ok_after_kill: int = 0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     killed: str | None = None
     kill_at_s: float | None = None
     failover_s: float | None = None
+    """From the kill to the completion of the first operation started after it."""
     longest_gap_s: float | None = None
+    """Longest time without any completed operation, from the kill on: the failover
+    time reported (``ray.kill`` is asynchronous, so the first figure can flatter)."""
     replicas_consistent: bool | None = None
     replica_states: dict[str, Any] = field(default_factory=dict)
     linearizable: str | None = None
@@ -65,6 +70,8 @@ class WorkloadResult:
             "ops_ok": self.ops_ok,
             "ops_unknown_outcome": self.ops_unknown,
             "ops_rejected": self.ops_rejected,
+            "client_errors": self.client_errors[:5],
+            "ops_ok_after_kill": self.ops_ok_after_kill if self.killed else None,
             "throughput_ops_per_s": r(self.throughput, 1),
             "latency_ms": {
                 "p50": r(self.percentile(0.50)),
@@ -75,8 +82,8 @@ class WorkloadResult:
             "raw_ray_round_trip_ms_p50": r(self.baseline_ping_ms_p50, 3),
             "killed": self.killed,
             "kill_at_s": r(self.kill_at_s),
-            "failover_s": r(self.failover_s, 3),
-            "longest_gap_after_kill_s": r(self.longest_gap_s, 3),
+            "failover_s": r(self.longest_gap_s, 3),
+            "first_op_after_kill_s": r(self.failover_s, 3),
             "replicas_consistent": self.replicas_consistent,
             "replica_states": self.replica_states,
             "linearizable": self.linearizable,
@@ -130,9 +137,15 @@ def replica_states(dep: Deployment, settle_s: float = 15.0) -> tuple[bool, dict[
             for n, s in sorted(reps.items())
         }
         vals = {(v.get("slot_out"), v.get("state_sha256")) for v in summary.values()}
-        ok = len(vals) == 1 and all(
-            "error" not in v and not v["recovering"] for v in summary.values()
+        healthy = all(
+            isinstance(s, dict)
+            and "error" not in s
+            and not s.get("recovering")
+            and not s.get("failed")
+            and not s.get("refusing")
+            for s in reps.values()
         )
+        ok = healthy and len(reps) > 0 and len(vals) == 1
         if ok or time.monotonic() > deadline:
             return ok, summary
         time.sleep(0.25)
@@ -191,7 +204,13 @@ def run_workload(
                 with lock:
                     res.ops_rejected += 1
                 continue
+            except Exception as e:  # report it; a silently dead worker skews the numbers
+                with lock:
+                    res.client_errors.append(f"client {i}: {type(e).__name__}: {e}")
+                return
             end = time.monotonic()
+            if stop.is_set():
+                return  # finished after the measured window: not counted
             with lock:
                 res.ops_ok += 1
                 res.latencies_ms.append((end - start) * 1000.0)
@@ -225,9 +244,9 @@ def run_workload(
             )
         time.sleep(0.05)
     stop.set()
+    res.duration_s = time.monotonic() - t0
     for t in threads:
         t.join(timeout=15.0)
-    res.duration_s = time.monotonic() - t0
 
     if res.kill_at_s is not None:
         ops = recorder.operations()
@@ -236,6 +255,7 @@ def run_workload(
         times = sorted([res.kill_at_s] + [x for x in completions if x >= res.kill_at_s])
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         res.longest_gap_s = max(gaps) if gaps else None
+        res.ops_ok_after_kill = sum(1 for x in completions if x >= res.kill_at_s)
 
     res.replicas_consistent, res.replica_states = replica_states(dep)
     verdict = check(recorder.operations(), KV_MODEL, timeout=lincheck_timeout_s)

@@ -84,3 +84,36 @@ def test_leader_with_lost_storage_refuses(dep, client):
     assert "epochs" not in after
     client.put("after-leader-refusal", "ok")
     assert client.get("after-leader-refusal") == "ok"
+
+
+def test_acceptor_finding_another_deployments_file_after_restart_refuses(dep, client):
+    """A leftover file of a dead deployment must never be loaded as our own state."""
+    from pmmc_ray.runtime.storage import RecordLog
+
+    name = "acceptor-1"
+    before = status_of(dep, name)
+    path = Path(before["storage"])
+    _delete_storage(path)
+    RecordLog.create(path, "0" * 32).close()  # a valid log, owned by someone else
+    dep.kill(name, restart=True)
+    after = wait_restarted(dep, name, before["pid"])
+    assert after["refusing"].startswith("storage lost")
+
+
+def test_stale_file_of_a_dead_deployment_is_replaced_on_first_start(make_deployment, data_dir):
+    from pmmc_ray.core import Ballot
+    from pmmc_ray.core.messages import AcceptorPromise
+    from pmmc_ray.runtime.storage import RecordLog, storage_path
+
+    ns = "t-stale-file"
+    path = storage_path(Path(data_dir) / ns, "acceptor-0")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = RecordLog.create(path, "1" * 32)
+    old.append([AcceptorPromise(0, Ballot(99, "leader-1"))])
+    old.close()
+    fresh = make_deployment("stale", namespace=ns)
+    st = status_of(fresh, "acceptor-0")
+    assert "refusing" not in st
+    assert st["ballot_num"].get("0", [-1])[0] != 99  # the old promise was not loaded
+    fresh.client().put("k", "v")
+    assert fresh.client().get("k") == "v"
