@@ -181,34 +181,35 @@ def _run_job(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        lat = out["latency_ms"]
-        print(
-            f"throughput {out['throughput_ops_per_s']} ops/s ({out['ops_ok']} ok, "
-            f"{out['ops_unknown_outcome']} unknown outcome) with {out['clients']} clients"
-        )
-        print(
-            f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}"
-            f"   (raw Ray actor round trip p50 {out['raw_ray_round_trip_ms_p50']} ms)"
-        )
-        if out["killed"]:
-            print(
-                f"killed active leader {out['killed']} at t={out['kill_at_s']}s: failover "
-                f"{out['failover_s']}s (longest time with no completed operation after the "
-                f"kill); {out['ops_ok_after_kill']} operations completed after it"
-            )
-        for e in out["client_errors"]:
-            print(f"client error: {e}")
-        else:
-            print("no leader was killed")
-        states = {v.get("state_sha256", "?")[:12] for v in out["replica_states"].values()}
-        print(
-            f"replicas agree: {out['replicas_consistent']} "
-            f"(slot_out {sorted({v.get('slot_out') for v in out['replica_states'].values()})}, "
-            f"state {sorted(states)})"
-        )
-        print(f"history linearizable: {out['linearizable']} {out['linearizability_detail']}")
-        print("OK" if ok else "FAILED")
+        print("\n".join(report_lines(out)))
     return 0 if ok else 1
+
+
+def report_lines(out: dict[str, Any]) -> list[str]:
+    """The human-readable summary of a ``run`` result (the dict printed with --json)."""
+    lat = out["latency_ms"]
+    lines = [
+        f"throughput {out['throughput_ops_per_s']} ops/s ({out['ops_ok']} ok, "
+        f"{out['ops_unknown_outcome']} unknown outcome) with {out['clients']} clients",
+        f"latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}"
+        f"   (raw Ray actor round trip p50 {out['raw_ray_round_trip_ms_p50']} ms)",
+    ]
+    if out["killed"]:
+        lines.append(
+            f"killed active leader {out['killed']} at t={out['kill_at_s']}s: failover "
+            f"{out['failover_s']}s (longest time with no completed operation after the "
+            f"kill); {out['ops_ok_after_kill']} operations completed after it"
+        )
+    else:
+        lines.append("no leader was killed")
+    lines += [f"client error: {e}" for e in out["client_errors"]]
+    reps = out["replica_states"].values()
+    states = sorted({str(v.get("state_sha256", "?"))[:12] for v in reps})
+    slots = sorted({str(v.get("slot_out")) for v in reps})
+    lines.append(f"replicas agree: {out['replicas_consistent']} (slot_out {slots}, state {states})")
+    lines.append(f"history linearizable: {out['linearizable']} {out['linearizability_detail']}")
+    lines.append("OK" if out["ok"] else "FAILED")
+    return lines
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:

@@ -90,3 +90,38 @@ def test_bad_config_file_is_rejected_naming_the_field(tmp_path, capsys):
     assert main(["up", "--config", str(bad)]) == 2  # fails before touching Ray
     err = capsys.readouterr().err
     assert "bad.toml" in err and "namespace" in err and "window" in err
+
+
+def _run_result(**over):
+    out = {
+        "clients": 4,
+        "ops_ok": 10,
+        "ops_unknown_outcome": 0,
+        "throughput_ops_per_s": 5.0,
+        "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
+        "raw_ray_round_trip_ms_p50": 0.5,
+        "killed": "leader-1",
+        "kill_at_s": 2.0,
+        "failover_s": 0.7,
+        "ops_ok_after_kill": 4,
+        "client_errors": [],
+        "replica_states": {"replica-0": {"slot_out": 9, "state_sha256": "ab" * 32}},
+        "replicas_consistent": True,
+        "linearizable": "linearizable",
+        "linearizability_detail": "",
+        "ok": True,
+    }
+    out.update(over)
+    return out
+
+
+def test_run_report_lines():
+    from pmmc_ray.ray_cli import report_lines
+
+    lines = report_lines(_run_result())
+    assert any("killed active leader leader-1" in x and "failover 0.7s" in x for x in lines)
+    assert not any("no leader was killed" in x for x in lines)
+    assert lines[-1] == "OK"
+    lines = report_lines(_run_result(killed=None, client_errors=["boom"], ok=False))
+    assert "no leader was killed" in lines and "client error: boom" in lines
+    assert lines[-1] == "FAILED"
