@@ -7,6 +7,7 @@ its own namespace and shuts it down; all data lives under a temporary directory.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,7 +29,16 @@ def ray_session() -> Iterator[Any]:
 
     if ray.is_initialized():
         pytest.fail("Ray is already initialized in this process; the ray tests need their own")
-    ray.init(num_cpus=2, include_dashboard=False, namespace="pmmc-tests", log_to_driver=False)
+    with socket.socket() as sock:  # a free loopback port for the Prometheus exporter
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = sock.getsockname()[1]
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="pmmc-tests",
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+    )
     try:
         yield ray
     finally:
