@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 _COMMANDS = {"sim": sim_cli.run, "lincheck": lincheck_cli.run}
 _COMMANDS.update(
-    {name: ray_cli.run for name in ("run", "bench", "up", "down", "status", *ray_cli.KV_COMMANDS)}
+    {
+        name: ray_cli.run
+        for name in ("run", "bench", "up", "down", "replace", "status", *ray_cli.KV_COMMANDS)
+    }
 )
 
 

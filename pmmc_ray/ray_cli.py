@@ -72,6 +72,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", type=int, default=None, help="crashes to tolerate (default 1)")
     p = sub.add_parser("down", parents=[common], help="remove a deployment and its data")
     p.add_argument("--keep-data", action="store_true", help="keep the data directory")
+    p = sub.add_parser(
+        "replace",
+        parents=[common],
+        help="replace a replica, leader or acceptor by a new actor, through the log",
+    )
+    p.add_argument("name", help="the member to replace, e.g. acceptor-2")
     p = sub.add_parser("status", parents=[common], help="show every role of a deployment")
     p.add_argument("--json", action="store_true")
     for name, nargs in KV_COMMANDS.items():
@@ -107,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             return _down(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "replace":
+            return _replace(args)
         return _kv(args)
     except (ValueError, LookupError, TimeoutError, ConnectionError, RuntimeError) as e:
         return _err(str(e))
@@ -279,6 +287,20 @@ def _down(args: argparse.Namespace) -> int:
     dep = connect(args.namespace, address=args.address)
     dep.shutdown(delete_data=not args.keep_data)
     print(f"removed deployment {args.namespace}")
+    return 0
+
+
+def _replace(args: argparse.Namespace) -> int:
+    from .runtime import connect
+
+    dep = connect(args.namespace or "pmmc", address=args.address)
+    new = dep.replace(args.name)
+    cfg = dep.configurations()[-1]
+    print(
+        f"{args.name} replaced by {new}: configuration epoch {cfg['epoch']} from slot "
+        f"{cfg['start_slot']}: replicas {cfg['replicas']}, leaders {cfg['leaders']}, "
+        f"acceptors {cfg['acceptors']}"
+    )
     return 0
 
 

@@ -53,6 +53,7 @@ from ..core import (
     ClientReply,
     Command,
     Commander,
+    Config,
     Leader,
     Persist,
     ProtocolViolation,
@@ -223,6 +224,7 @@ class _Host:
         self.refusing: str | None = None
         self.failed: str | None = None
         self.storage: RecordLog | None = None
+        self.first_start = False  # set when this start created the actor's storage
         self.metrics = _Metrics(name)
         self.faults = _Faults()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -272,6 +274,7 @@ class _Host:
         if dep is None:  # actors built outside deploy(): trust Ray's restart flag
             if not self.reconstructed:
                 self.storage = RecordLog.create(path)
+                self.first_start = True
                 return []
             if not RecordLog.exists(path):
                 return None
@@ -283,6 +286,7 @@ class _Host:
         if self._created_storage_before():
             return None
         self._create_storage()
+        self.first_start = True
         return []
 
     def _init_key(self) -> str:
@@ -642,14 +646,28 @@ class _CommanderHost(_Host):
 class _ReplicaHost(_Host):
     ROLE = "replica"
 
-    def __init__(self, name: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, config: dict[str, Any], join: list[dict[str, Any]] | None = None
+    ) -> None:
         self._waiters: dict[tuple[str, int], list[asyncio.Future]] = {}
         self.decided_commands = 0
+        # A replica added by reconfiguration gets the configurations known when it was
+        # created, to find peers, and recovers its state from them before serving.
+        self.join = [
+            Config(
+                c["epoch"],
+                c["start_slot"],
+                tuple(c["replicas"]),
+                tuple(c["leaders"]),
+                tuple(c["acceptors"]),
+            )
+            for c in join or []
+        ]
         super().__init__(name, config)
 
     def _build_role(self) -> Replica:
         app = load_app_class(self.cfg.app)()
-        configs = (self.cfg.initial_config(),)
+        configs = tuple(self.join) or (self.cfg.initial_config(),)
         records = self._open_storage()
         if records is None:
             # A replica keeps only its configurations on disk and recovers everything
@@ -657,9 +675,9 @@ class _ReplicaHost(_Host):
             log.warning("%s: storage lost; recovering with the initial configuration", self.name)
             self._create_storage()
             records = []
-        if self.reconstructed:
+        if not self.first_start:
             return Replica.recover(self.name, configs, app, self.timing, records)
-        return Replica(self.name, configs, app, self.timing)
+        return Replica(self.name, configs, app, self.timing, recovering=bool(self.join))
 
     def _before_step(self) -> Any:
         return self.role.slot_out

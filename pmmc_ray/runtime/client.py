@@ -27,7 +27,8 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from ..check.history import Operation
-from ..core import Command, Response
+from ..core import Command, Reconfigure, Response
+from ..core.replica import validate_reconfigure
 from .actors import SubmitRefused, SubmitTimeout
 from .config import DeploymentConfig, load_app_class
 
@@ -111,6 +112,7 @@ class _Base:
         attempt_timeout_s: float,
         recorder: HistoryRecorder | None,
         client_id: str | None,
+        replicas: list[str] | None = None,
     ) -> None:
         if timeout_s <= 0 or attempt_timeout_s <= 0:
             raise ValueError("timeouts must be > 0")
@@ -125,7 +127,7 @@ class _Base:
         self.attempt_timeout_s = attempt_timeout_s
         self.recorder = recorder
         self._app = load_app_class(config.app)()
-        self._replicas = list(config.replica_ids())
+        self._replicas = list(replicas or config.replica_ids())
         # Every client starts at the first replica and moves on only when it does not
         # answer. Requests that meet at one replica share batches; requests spread over
         # replicas make them propose different batches for the same slots, and the
@@ -135,8 +137,18 @@ class _Base:
         self._handles: dict[str, Any] = {}
 
     def _command(self, op: Any) -> Command:
-        self._app.validate(op)  # raises InvalidOperation; nothing is sent
+        # Raises InvalidOperation before anything is sent.
+        if isinstance(op, Reconfigure):
+            validate_reconfigure(op)
+        else:
+            self._app.validate(op)
         return Command(self.client_id, next(self._counter), op)
+
+    def _begin(self, op: Any) -> _Entry | None:
+        # Reconfigurations are not part of the application's history.
+        if self.recorder is None or isinstance(op, Reconfigure):
+            return None
+        return self.recorder.begin(self.client_id, op)
 
     def _handle(self, name: str) -> Any:
         h = self._handles.get(name)
@@ -188,6 +200,7 @@ class Client(_Base):
         attempt_timeout_s: float = 1.5,
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
+        replicas: list[str] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -195,6 +208,7 @@ class Client(_Base):
             attempt_timeout_s=attempt_timeout_s,
             recorder=recorder,
             client_id=client_id,
+            replicas=replicas,
         )
         self._lock = threading.Lock()
 
@@ -202,7 +216,7 @@ class Client(_Base):
         """Perform ``op`` on the replicated state machine and return its result."""
         with self._lock:
             cmd = self._command(op)
-            entry = self.recorder.begin(self.client_id, op) if self.recorder else None
+            entry = self._begin(op)
             deadline = time.monotonic() + self.timeout_s
             last = "no attempt"
             while True:
@@ -259,6 +273,7 @@ class AsyncClient(_Base):
         attempt_timeout_s: float = 1.5,
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
+        replicas: list[str] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -266,6 +281,7 @@ class AsyncClient(_Base):
             attempt_timeout_s=attempt_timeout_s,
             recorder=recorder,
             client_id=client_id,
+            replicas=replicas,
         )
         self._lock: asyncio.Lock | None = None
 
@@ -275,7 +291,7 @@ class AsyncClient(_Base):
             self._lock = asyncio.Lock()
         async with self._lock:
             cmd = self._command(op)
-            entry = self.recorder.begin(self.client_id, op) if self.recorder else None
+            entry = self._begin(op)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.timeout_s
             last = "no attempt"

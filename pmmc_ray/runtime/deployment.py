@@ -99,6 +99,8 @@ class Deployment:
 
     config: DeploymentConfig
     notes: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+    """Every actor ever created in this deployment (reconfiguration adds to it)."""
     _handles: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -107,11 +109,124 @@ class Deployment:
 
     def names(self) -> list[str]:
         """Every actor name, in creation order."""
+        if self.members:
+            return list(self.members)
         c = self.config
         out = [*c.acceptor_ids(), *c.replica_ids()]
         for lid in c.leader_ids():
             out += [scout_of(lid), commander_of(lid), lid]
         return out
+
+    def _save(self) -> None:
+        """Record config, notes and members in the cluster, for :func:`connect`."""
+        internal_kv._internal_kv_put(
+            _kv_key(self.namespace),
+            json.dumps(
+                {"config": self.config.model_dump(), "notes": self.notes, "members": self.names()}
+            ),
+            overwrite=True,
+            namespace=_KV_NAMESPACE,
+        )
+
+    def configurations(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+        """The configurations (epochs) known to the most advanced reachable replica."""
+        best: list[dict[str, Any]] = []
+        replicas = [n for n in self.names() if n.startswith("replica-")]
+        for st in self._gather("status", timeout_s, names=replicas).values():
+            if "error" not in st and not st.get("recovering"):
+                cfgs = st.get("configs") or []
+                if len(cfgs) > len(best):
+                    best = cfgs
+        if not best:
+            raise RuntimeError(f"deployment {self.namespace!r}: no replica with state answers")
+        return best
+
+    def replica_names(self) -> list[str]:
+        """Replicas of the newest configuration (the initial ones if none answers)."""
+        try:
+            return list(self.configurations(timeout_s=2.0)[-1]["replicas"])
+        except RuntimeError:
+            return list(self.config.replica_ids())
+
+    def reconfigure(
+        self,
+        *,
+        replicas: list[str] | None = None,
+        leaders: list[str] | None = None,
+        acceptors: list[str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> int:
+        """Change the members through the log (paper: a reconfiguration command decided
+        in slot s governs slots from s + WINDOW on). Names not yet in the deployment
+        get new actors (a leader with its scout and commander; a replica that first
+        recovers its state from a peer). Returns the new configuration's epoch once the
+        command is decided. Removed members keep running: the old configuration's
+        slots may still need them until they are all decided.
+        """
+        from ..core import Reconfigure
+
+        configs = self.configurations()
+        cur = configs[-1]
+        new = {
+            "replica": list(replicas if replicas is not None else cur["replicas"]),
+            "leader": list(leaders if leaders is not None else cur["leaders"]),
+            "acceptor": list(acceptors if acceptors is not None else cur["acceptors"]),
+        }
+        for role, names in new.items():
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"reconfigure: {role}s must be distinct and not empty")
+            for n in names:
+                if not n.startswith(f"{role}-") or not n.removeprefix(f"{role}-").isdigit():
+                    raise ValueError(f"reconfigure: {n!r} is not a valid {role} name ({role}-N)")
+        opts = self._actor_options()
+        dump = self.config.model_dump()
+        created: list[str] = []
+        for role, names in (("acceptor", new["acceptor"]), ("leader", new["leader"])):
+            for n in names:
+                if n in self.names():
+                    continue
+                group = [n] if role == "acceptor" else [scout_of(n), commander_of(n), n]
+                for g in group:
+                    cls = ACTOR_CLASSES[g.split("-", 1)[0]]
+                    self._handles[g] = cls.options(name=g, **opts).remote(g, dump)
+                    created.append(g)
+        for n in new["replica"]:
+            if n not in self.names():
+                cls = ACTOR_CLASSES["replica"]
+                self._handles[n] = cls.options(name=n, max_concurrency=10_000, **opts).remote(
+                    n, dump, configs
+                )
+                created.append(n)
+        self.members = self.names() + created
+        self._save()
+        self.wait_ready(timeout_s, names=created)
+        op = Reconfigure(tuple(new["replica"]), tuple(new["leader"]), tuple(new["acceptor"]))
+        client = Client(self.config, timeout_s=timeout_s, replicas=list(cur["replicas"]))
+        return int(client.execute(op))
+
+    def replace(self, name: str, timeout_s: float = 60.0) -> str:
+        """Replace one replica, leader or acceptor by a new actor; returns its name."""
+        role = name.split("-", 1)[0]
+        if role not in ("replica", "leader", "acceptor"):
+            raise ValueError(f"only replicas, leaders and acceptors can be replaced, not {name!r}")
+        cur = self.configurations()[-1]
+        key = role + "s"
+        if name not in cur[key]:
+            raise ValueError(f"{name!r} is not a {role} of the current configuration")
+        used = [int(n.split("-", 1)[1]) for n in self.names() if n.startswith(f"{role}-")]
+        fresh = f"{role}-{max(used) + 1}"
+        members = [fresh if n == name else n for n in cur[key]]
+        self.reconfigure(**{key: members}, timeout_s=timeout_s)
+        return fresh
+
+    def _actor_options(self) -> dict[str, Any]:
+        return dict(
+            namespace=self.namespace,
+            lifetime="detached",
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+        )
 
     def handle(self, name: str) -> Any:
         """The actor handle of ``name`` (raises ValueError if it does not exist)."""
@@ -133,13 +248,17 @@ class Deployment:
                 pass
         return out
 
-    def _gather(self, method: str, timeout_s: float, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call ``method`` on every actor; name -> result, or {"state": ..., "error": ...}."""
+    def _gather(
+        self, method: str, timeout_s: float, *args: Any, names: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Call ``method`` on every actor (or ``names``); name -> result, or
+        {"state": ..., "error": ...}."""
         refs: dict[str, Any] = {}
         out: dict[str, Any] = {}
-        for n in self.names():
+        names = self.names() if names is None else names
+        for n in names:
             try:
-                refs[n] = getattr(self.handle(n), method).remote(*args, **kwargs)
+                refs[n] = getattr(self.handle(n), method).remote(*args)
             except Exception as e:
                 out[n] = {"name": n, "state": "missing", "error": f"{type(e).__name__}: {e}"}
         if refs:
@@ -151,7 +270,7 @@ class Deployment:
                 out[n] = {"name": n, "state": "unreachable", "error": f"no answer in {timeout_s}s"}
             except Exception as e:
                 out[n] = {"name": n, "state": "dead", "error": f"{type(e).__name__}: {e}"[:300]}
-        return {n: out[n] for n in self.names()}
+        return {n: out[n] for n in names}
 
     def status(self, timeout_s: float = 5.0) -> dict[str, Any]:
         """Every actor's ``status()`` (dead or silent actors reported as such)."""
@@ -162,10 +281,10 @@ class Deployment:
             "actors": self._gather("status", timeout_s),
         }
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Block until every actor answers ``ping``."""
+    def wait_ready(self, timeout_s: float = 120.0, names: list[str] | None = None) -> None:
+        """Block until every actor (or those in ``names``) answers ``ping``."""
         deadline = time.monotonic() + timeout_s
-        pending = set(self.names())
+        pending = set(self.names() if names is None else names)
         while pending:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -195,13 +314,14 @@ class Deployment:
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
     ) -> Client:
-        """A blocking client of this deployment."""
+        """A blocking client of this deployment (talking to the current replicas)."""
         return Client(
             self.config,
             timeout_s=timeout_s,
             attempt_timeout_s=attempt_timeout_s,
             recorder=recorder,
             client_id=client_id,
+            replicas=self.replica_names() if self.members else None,
         )
 
     def async_client(
@@ -212,13 +332,14 @@ class Deployment:
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
     ) -> AsyncClient:
-        """An asyncio client of this deployment."""
+        """An asyncio client of this deployment (talking to the current replicas)."""
         return AsyncClient(
             self.config,
             timeout_s=timeout_s,
             attempt_timeout_s=attempt_timeout_s,
             recorder=recorder,
             client_id=client_id,
+            replicas=self.replica_names() if self.members else None,
         )
 
     def set_faults(
@@ -320,19 +441,9 @@ def deploy(
         dep.notes.append(note)
         log.warning("deployment %s: %s", ns, note)
     dump = cfg.model_dump()
-    internal_kv._internal_kv_put(
-        _kv_key(ns),
-        json.dumps({"config": dump, "notes": dep.notes}),
-        overwrite=True,
-        namespace=_KV_NAMESPACE,
-    )
-    opts: dict[str, Any] = dict(
-        namespace=ns,
-        lifetime="detached",
-        max_restarts=-1,
-        max_task_retries=0,
-        num_cpus=0,
-    )
+    dep.members = dep.names()
+    dep._save()
+    opts = dep._actor_options()
     try:
         for i, name in enumerate(cfg.acceptor_ids()):
             extra: dict[str, Any] = {}
@@ -372,7 +483,11 @@ def connect(namespace: str, *, address: str | None = None) -> Deployment:
     if raw is None:
         raise NotDeployedError(f"no deployment named {namespace!r} in this Ray cluster")
     data = json.loads(raw)
-    dep = Deployment(DeploymentConfig.model_validate(data["config"]), list(data.get("notes", [])))
+    dep = Deployment(
+        DeploymentConfig.model_validate(data["config"]),
+        list(data.get("notes", [])),
+        list(data.get("members", [])),
+    )
     if not _live_actor_names(namespace):
         raise NotDeployedError(f"deployment {namespace!r} is recorded but has no live actors")
     return dep

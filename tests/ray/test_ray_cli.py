@@ -41,6 +41,10 @@ def test_cli_lifecycle(ray_session, data_dir, tmp_path, capsys):
         for name in ("replica-0", "leader-1", "acceptor-2", "scout-0", "commander-1"):
             assert name in out
         assert "slot_out=" in out and "configuration epoch 0" in out
+        assert main(["replace", *common, "acceptor-1"]) == 0
+        assert "acceptor-1 replaced by acceptor-3" in capsys.readouterr().out
+        assert main(["replace", *common, "scout-0"]) == 2
+        assert "only replicas, leaders and acceptors" in capsys.readouterr().err
         assert main(["status", *common, "--json"]) == 0
         st = json.loads(capsys.readouterr().out)
         assert st["actors"]["replica-0"]["slot_out"] >= 5
