@@ -219,12 +219,11 @@ class Replica:
         return self._send_proposals(new)
 
     def _send_proposals(self, entries: list[tuple[int, Batch]]) -> list[Effect]:
-        by_config: dict[int, list[tuple[int, Batch]]] = {}
+        by_config: dict[Config, list[tuple[int, Batch]]] = {}
         for slot, batch in entries:
-            by_config.setdefault(self.config_for(slot).epoch, []).append((slot, batch))
+            by_config.setdefault(self.config_for(slot), []).append((slot, batch))
         effects: list[Effect] = []
-        for epoch, group in by_config.items():
-            cfg = next(c for c in self.configs if c.epoch == epoch)
+        for cfg, group in by_config.items():
             for part in chunks(group, self.timing.max_entries_per_message):
                 msg = Propose(self.id, cfg, self.slot_out, part)
                 effects += [Send(ldr, msg) for ldr in cfg.leaders]
@@ -331,12 +330,6 @@ class Replica:
             if self.slot_out >= nxt.start_slot and min(reached) >= nxt.start_slot:
                 done = prev.epoch
         return done
-
-    def _config_by_epoch(self, epoch: int) -> Config:
-        for cfg in self.configs:
-            if cfg.epoch == epoch:
-                return cfg
-        raise ProtocolViolation(f"unknown epoch {epoch}")
 
     # --- retransmission, catch-up and state transfer -----------------------------------
 
