@@ -39,6 +39,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("--keys", type=int, default=50, help="distinct keys (default 50)")
     p.add_argument("--no-kill", action="store_true", help="do not kill the active leader")
+    p.add_argument(
+        "--chaos-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also kill a random actor (Ray restarts it) every SECONDS (a chaos soak)",
+    )
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -126,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_job(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.clients < 1 or args.keys < 1:
         return _err("--duration must be > 0, --clients and --keys >= 1")
+    if args.chaos_every is not None and args.chaos_every <= 0:
+        return _err("--chaos-every must be > 0")
     try:
         cfg = _load_config(args.config, namespace=f"run-{os.getpid()}")
     except ValueError as e:
@@ -167,6 +176,7 @@ def _run_job(args: argparse.Namespace) -> int:
                 duration_s=args.duration,
                 keys=args.keys,
                 kill_leader=not args.no_kill,
+                chaos_every_s=args.chaos_every,
                 progress=None if args.json else progress,
             )
         finally:
@@ -210,6 +220,9 @@ def report_lines(out: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("no leader was killed")
+    if out.get("chaos_kills"):
+        kills = ", ".join(f"{n} at {t}s" for t, n in out["chaos_kills"])
+        lines.append(f"chaos: killed {len(out['chaos_kills'])} actors: {kills}")
     lines += [f"client error: {e}" for e in out["client_errors"]]
     reps = out["replica_states"].values()
     states = sorted({str(v.get("state_sha256", "?"))[:12] for v in reps})

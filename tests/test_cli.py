@@ -53,6 +53,7 @@ def test_sim_single_seed_trace(capsys):
         (["sim", "--ops", "0"], "--ops must be >= 1"),
         (["run", "--clients", "0"], "--clients and --keys >= 1"),
         (["run", "--duration", "-1"], "--duration must be > 0"),
+        (["run", "--chaos-every", "0"], "--chaos-every must be > 0"),
         (["run", "--config", "/nonexistent/x.toml"], "cannot read"),
         (["run", "--config", "/etc/hostname"], "unsupported config format"),
         (["bench", "--clients", "1,zero"], "--clients must be a comma list"),

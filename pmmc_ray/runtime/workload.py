@@ -36,6 +36,7 @@ class WorkloadResult:
     ops_rejected: int = 0
     client_errors: list[str] = field(default_factory=list)
     ops_ok_after_kill: int = 0
+    chaos_kills: list[tuple[float, str]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     killed: str | None = None
     kill_at_s: float | None = None
@@ -82,6 +83,7 @@ class WorkloadResult:
             "raw_ray_round_trip_ms_p50": r(self.baseline_ping_ms_p50, 3),
             "killed": self.killed,
             "kill_at_s": r(self.kill_at_s),
+            "chaos_kills": [list(k) for k in self.chaos_kills],
             "failover_s": r(self.longest_gap_s, 3),
             "first_op_after_kill_s": r(self.failover_s, 3),
             "replicas_consistent": self.replicas_consistent,
@@ -151,6 +153,18 @@ def replica_states(dep: Deployment, settle_s: float = 15.0) -> tuple[bool, dict[
         time.sleep(0.25)
 
 
+def _chaos_victim(dep: Deployment, rng: random.Random) -> str | None:
+    """A random actor that can be killed without exceeding f failures of replicas."""
+    name = rng.choice(dep.names())
+    if not name.startswith("replica-"):
+        return name
+    st = dep.status(timeout_s=3.0)["actors"]
+    others = [s for n, s in st.items() if n.startswith("replica-") and n != name]
+    if all("error" not in s and not s.get("recovering") for s in others) and others:
+        return name
+    return None
+
+
 def run_workload(
     dep: Deployment,
     *,
@@ -158,13 +172,22 @@ def run_workload(
     duration_s: float = 20.0,
     keys: int = 50,
     kill_leader: bool = True,
+    chaos_every_s: float | None = None,
     seed: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     lincheck_timeout_s: float = 60.0,
 ) -> WorkloadResult:
-    """Drive ``dep`` with ``clients`` concurrent clients for ``duration_s`` seconds."""
+    """Drive ``dep`` with ``clients`` concurrent clients for ``duration_s`` seconds.
+
+    ``kill_leader``: kill the active leader once, halfway. ``chaos_every_s``: also kill
+    a random actor of the deployment (Ray restarts it) every so many seconds; a
+    replica is only killed while every other replica has its state, since replicas
+    keep state in memory only and losing all of them is beyond f failures.
+    """
     if clients < 1 or duration_s <= 0 or keys < 1:
         raise ValueError("clients and keys must be >= 1 and duration_s > 0")
+    if chaos_every_s is not None and chaos_every_s <= 0:
+        raise ValueError("chaos_every_s must be > 0")
     rng = random.Random(seed)
     # Fresh keys for every run: the linearizability check assumes they start absent.
     prefix = f"w{uuid.uuid4().hex[:8]}"
@@ -220,8 +243,15 @@ def run_workload(
     for t in threads:
         t.start()
     kill_at = duration_s / 2 if kill_leader else None
+    next_chaos = chaos_every_s
     last_report = 0.0
     while (now := time.monotonic() - t0) < duration_s:
+        if next_chaos is not None and now >= next_chaos:
+            next_chaos += chaos_every_s or 0
+            victim = _chaos_victim(dep, rng)
+            if victim is not None:
+                dep.kill(victim, restart=True)
+                res.chaos_kills.append((round(now, 2), victim))
         if kill_at is not None and res.killed is None and now >= kill_at:
             name = active_leader(dep)
             if name is not None:

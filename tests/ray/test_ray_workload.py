@@ -4,6 +4,7 @@ leader, and the report it produces must come from real, checked results."""
 from __future__ import annotations
 
 import pytest
+from rayhelpers import active_leader as wait_for_leader
 
 from pmmc_ray.runtime.workload import active_leader, run_workload
 
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.ray
 
 def test_workload_with_leader_kill_is_linearizable_and_replicas_agree(make_deployment):
     dep = make_deployment("workload")
+    wait_for_leader(dep)  # the initial election may still be running right after deploy
     assert active_leader(dep) is not None
     res = run_workload(dep, clients=3, duration_s=6.0, keys=5, kill_leader=True, seed=1)
     out = res.to_dict()
@@ -32,3 +34,17 @@ def test_workload_rejects_bad_parameters(make_deployment):
     dep = make_deployment("workload-bad")
     with pytest.raises(ValueError, match="clients"):
         run_workload(dep, clients=0, duration_s=1.0)
+    with pytest.raises(ValueError, match="chaos_every_s"):
+        run_workload(dep, clients=1, duration_s=1.0, chaos_every_s=0)
+
+
+def test_chaos_workload_killing_random_actors(make_deployment):
+    dep = make_deployment("workload-chaos")
+    res = run_workload(
+        dep, clients=3, duration_s=10.0, keys=5, kill_leader=False, chaos_every_s=2.0, seed=7
+    )
+    out = res.to_dict()
+    assert len(res.chaos_kills) >= 3
+    assert out["linearizable"] == "linearizable", out["linearizability_detail"]
+    assert out["replicas_consistent"] is True, out["replica_states"]
+    assert res.ops_ok > 0 and out["client_errors"] == []
