@@ -23,23 +23,8 @@ __all__ = ["KV_NAMESPACE", "ConfigFileError", "DeploymentConfig", "load_app_clas
 KV_NAMESPACE = "pmmc-ray"
 """Namespace of the deployment records kept in Ray's cluster key-value store."""
 
-_TIMING_FIELDS = (
-    "window",
-    "max_batch",
-    "max_inflight",
-    "replica_tick",
-    "retry",
-    "ping_interval",
-    "timeout_initial",
-    "timeout_min",
-    "timeout_max",
-    "timeout_factor",
-    "timeout_decrease",
-    "scout_retry",
-    "retire_check",
-    "keep_decisions",
-    "max_entries_per_message",
-)
+_TIMING_FIELDS = tuple(Timing.__dataclass_fields__)
+"""Every core Timing field is also a DeploymentConfig field (a test checks it)."""
 
 
 class ConfigFileError(ValueError):
@@ -113,8 +98,7 @@ class DeploymentConfig(BaseModel):
 
     def timing(self) -> Timing:
         """The core :class:`Timing` these fields describe."""
-        known = Timing.__dataclass_fields__  # tolerate a core that lacks a newer field
-        return Timing(**{k: getattr(self, k) for k in _TIMING_FIELDS if k in known})
+        return Timing(**{k: getattr(self, k) for k in _TIMING_FIELDS})
 
     def replica_ids(self) -> tuple[str, ...]:
         return tuple(f"replica-{i}" for i in range(self.replicas or 0))

@@ -315,14 +315,7 @@ class Deployment:
         client_id: str | None = None,
     ) -> Client:
         """A blocking client of this deployment (talking to the current replicas)."""
-        return Client(
-            self.config,
-            timeout_s=timeout_s,
-            attempt_timeout_s=attempt_timeout_s,
-            recorder=recorder,
-            client_id=client_id,
-            replicas=self.replica_names() if self.members else None,
-        )
+        return self._make_client(Client, timeout_s, attempt_timeout_s, recorder, client_id)
 
     def async_client(
         self,
@@ -333,7 +326,17 @@ class Deployment:
         client_id: str | None = None,
     ) -> AsyncClient:
         """An asyncio client of this deployment (talking to the current replicas)."""
-        return AsyncClient(
+        return self._make_client(AsyncClient, timeout_s, attempt_timeout_s, recorder, client_id)
+
+    def _make_client(
+        self,
+        cls: type,
+        timeout_s: float,
+        attempt_timeout_s: float,
+        recorder: HistoryRecorder | None,
+        client_id: str | None,
+    ) -> Any:
+        return cls(
             self.config,
             timeout_s=timeout_s,
             attempt_timeout_s=attempt_timeout_s,
