@@ -28,10 +28,9 @@ from .messages import (
     Preempted,
     Retire,
     Send,
-    SetTimer,
     Timer,
 )
-from .timing import Timing, chunks
+from .timing import RetryTimer, Timing, chunks
 from .types import Ballot, Batch, Config, ProtocolViolation
 
 RETRY = "retry"
@@ -57,7 +56,7 @@ class Commander:
         self.id = commander_id
         self.leader = leader_id
         self.timing = timing
-        self._retry_armed = False
+        self._retry = RetryTimer(RETRY, timing.retry)
         self.runs: dict[int, CommanderRun] = {}  # epoch -> run at the newest ballot
 
     def start(self, now: int) -> list[Effect]:
@@ -74,7 +73,7 @@ class Commander:
                     del self.runs[epoch]
                 return []
             case Timer(name=name) if name == RETRY:
-                self._retry_armed = False
+                self._retry.fired()
                 return self._on_retry()
             case _:
                 return []
@@ -110,7 +109,7 @@ class Commander:
         for a in m.config.acceptors:
             if per_acceptor[a]:
                 effects += self._p2a(run, a, per_acceptor[a])
-        effects += self._arm_retry()
+        effects += self._retry.arm()
         return effects
 
     def _on_p2b(self, m: P2b) -> list[Effect]:
@@ -149,13 +148,5 @@ class Commander:
                 if slots:
                     effects += self._p2a(run, a, slots)
         if any(run.pending for run in self.runs.values()):
-            effects += self._arm_retry()
+            effects += self._retry.arm()
         return effects
-
-    def _arm_retry(self) -> list[Effect]:
-        """Set the retry timer unless one is pending: re-arming on every message would
-        postpone retransmission forever under steady load."""
-        if self._retry_armed:
-            return []
-        self._retry_armed = True
-        return [SetTimer(RETRY, self.timing.retry)]

@@ -22,11 +22,10 @@ from .messages import (
     Preempted,
     Retire,
     Send,
-    SetTimer,
     StartScout,
     Timer,
 )
-from .timing import Timing
+from .timing import RetryTimer, Timing
 from .types import Ballot, Config, ProtocolViolation, PValue
 
 RETRY = "retry"
@@ -47,7 +46,7 @@ class Scout:
         self.id = scout_id
         self.leader = leader_id
         self.timing = timing
-        self._retry_armed = False
+        self._retry = RetryTimer(RETRY, timing.retry)
         self.runs: dict[int, ScoutRun] = {}  # epoch -> the run for the highest ballot
 
     def start(self, now: int) -> list[Effect]:
@@ -64,7 +63,7 @@ class Scout:
                     del self.runs[epoch]
                 return []
             case Timer(name=name) if name == RETRY:
-                self._retry_armed = False
+                self._retry.fired()
                 return self._on_retry()
             case _:
                 return []
@@ -83,7 +82,7 @@ class Scout:
             return self._p1a_to(cur, [a for a in cur.config.acceptors if a in cur.waitfor])
         run = ScoutRun(m.config, m.ballot, set(m.config.acceptors))
         self.runs[epoch] = run
-        return [*self._p1a_to(run, list(m.config.acceptors)), *self._arm_retry()]
+        return [*self._p1a_to(run, list(m.config.acceptors)), *self._retry.arm()]
 
     def _on_p1b(self, m: P1b) -> list[Effect]:
         run = self.runs.get(m.epoch)
@@ -113,13 +112,5 @@ class Scout:
         for epoch in sorted(self.runs):
             run = self.runs[epoch]
             effects += self._p1a_to(run, [a for a in run.config.acceptors if a in run.waitfor])
-        effects += self._arm_retry()
+        effects += self._retry.arm()
         return effects
-
-    def _arm_retry(self) -> list[Effect]:
-        """Set the retry timer unless one is pending: re-arming on every message would
-        postpone retransmission forever under steady load."""
-        if self._retry_armed:
-            return []
-        self._retry_armed = True
-        return [SetTimer(RETRY, self.timing.retry)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .messages import SetTimer
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -72,3 +74,27 @@ class Timing:
 def chunks(entries: list, size: int) -> list[tuple]:
     """Split ``entries`` into tuples of at most ``size`` (for bounded message sizes)."""
     return [tuple(entries[i : i + size]) for i in range(0, len(entries), size)]
+
+
+class RetryTimer:
+    """One periodic retransmission timer that is armed at most once at a time.
+
+    Re-arming on every message would push the deadline back forever under steady
+    load, and the retransmission would never fire.
+    """
+
+    def __init__(self, name: str, delay: int) -> None:
+        self.name = name
+        self.delay = delay
+        self.armed = False
+
+    def arm(self) -> list[SetTimer]:
+        """A SetTimer effect, unless one is already pending."""
+        if self.armed:
+            return []
+        self.armed = True
+        return [SetTimer(self.name, self.delay)]
+
+    def fired(self) -> None:
+        """Call when the timer's Timer input arrives."""
+        self.armed = False

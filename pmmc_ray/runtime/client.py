@@ -20,6 +20,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,7 @@ class _Base:
         # losers must propose again (measured: about half the throughput).
         self._start = 0
         self._counter = itertools.count(1)
+        self._last = "no attempt"  # why the latest attempt of the current command failed
         self._handles: dict[str, Any] = {}
 
     def _command(self, op: Any) -> Command:
@@ -160,17 +162,45 @@ class _Base:
             self._handles[name] = h
         return h
 
-    def _forget_if_dead(self, name: str, e: BaseException) -> None:
-        """Drop a cached handle of an actor that is gone for good (it may be re-created)."""
+    def _attempts(
+        self, cmd: Command, clock: Callable[[], float]
+    ) -> Iterator[tuple[str, Any, float, float] | float]:
+        """The retry plan of one command, shared by both clients: (replica, handle,
+        per-attempt timeout, time left) for each replica in turn, a float (seconds to
+        pause) after each full round, and OutcomeUnknownError at the deadline."""
+        deadline = clock() + self.timeout_s
+        self._last = "no attempt"
+        while True:
+            for name in self._order():
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise self._unknown(cmd, self._last)
+                h = self._handle(name)
+                if h is None:
+                    self._last = f"{name} not found"
+                    continue
+                yield name, h, min(self.attempt_timeout_s, remaining), remaining
+            yield min(0.05, max(0.0, deadline - clock()))
+
+    def _failed(self, cmd: Command, name: str, e: Exception) -> None:
+        """An attempt raised: retry on the next replica, or give up (outcome unknown)."""
+        if not isinstance(e, _RETRYABLE):
+            raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
+        self._last = f"{name}: {type(e).__name__}"
         if isinstance(e, RayActorError) and not isinstance(e, ActorUnavailableError):
-            self._handles.pop(name, None)
+            self._handles.pop(name, None)  # gone for good (it may be re-created)
+
+    def _answered(self, name: str, res: Any) -> bool:
+        """True if ``res`` is the replica's Response; otherwise note why and go on."""
+        if isinstance(res, SubmitTimeout | SubmitRefused):
+            self._last = f"{name}: {res!r}"
+            return False
+        self._start = self._replicas.index(name)  # stick to a replica that answers
+        return True
 
     def _order(self) -> list[str]:
         n = len(self._replicas)
         return [self._replicas[(self._start + i) % n] for i in range(n)]
-
-    def _answered_by(self, name: str) -> None:
-        self._start = self._replicas.index(name)  # stick to a replica that answers
 
     def _outcome(self, cmd: Command, entry: _Entry | None, resp: Response) -> Any:
         if resp.error is not None:
@@ -217,32 +247,19 @@ class Client(_Base):
         with self._lock:
             cmd = self._command(op)
             entry = self._begin(op)
-            deadline = time.monotonic() + self.timeout_s
-            last = "no attempt"
-            while True:
-                for name in self._order():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise self._unknown(cmd, last)
-                    h = self._handle(name)
-                    if h is None:
-                        last = f"{name} not found"
-                        continue
-                    per = min(self.attempt_timeout_s, remaining)
-                    try:
-                        res = ray.get(h.submit.remote(cmd, per), timeout=min(per + 1.0, remaining))
-                    except _RETRYABLE as e:
-                        last = f"{name}: {type(e).__name__}"
-                        self._forget_if_dead(name, e)
-                        continue
-                    except Exception as e:  # anything else: the outcome is still unknown
-                        raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
-                    if isinstance(res, SubmitTimeout | SubmitRefused):
-                        last = f"{name}: {res!r}"
-                        continue
-                    self._answered_by(name)
+            for step in self._attempts(cmd, time.monotonic):
+                if isinstance(step, float):
+                    time.sleep(step)
+                    continue
+                name, h, per, remaining = step
+                try:
+                    res = ray.get(h.submit.remote(cmd, per), timeout=min(per + 1.0, remaining))
+                except Exception as e:
+                    self._failed(cmd, name, e)
+                    continue
+                if self._answered(name, res):
                     return self._outcome(cmd, entry, res)
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            raise AssertionError("unreachable: _attempts ends by raising")
 
     def get(self, key: str) -> str | None:
         """The value of ``key``, or None if it is absent."""
@@ -292,35 +309,21 @@ class AsyncClient(_Base):
         async with self._lock:
             cmd = self._command(op)
             entry = self._begin(op)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout_s
-            last = "no attempt"
-            while True:
-                for name in self._order():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        raise self._unknown(cmd, last)
-                    h = self._handle(name)
-                    if h is None:
-                        last = f"{name} not found"
-                        continue
-                    per = min(self.attempt_timeout_s, remaining)
-                    try:
-                        res = await asyncio.wait_for(
-                            h.submit.remote(cmd, per), min(per + 1.0, remaining)
-                        )
-                    except _RETRYABLE as e:
-                        last = f"{name}: {type(e).__name__}"
-                        self._forget_if_dead(name, e)
-                        continue
-                    except Exception as e:  # anything else: the outcome is still unknown
-                        raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
-                    if isinstance(res, SubmitTimeout | SubmitRefused):
-                        last = f"{name}: {res!r}"
-                        continue
-                    self._answered_by(name)
+            for step in self._attempts(cmd, asyncio.get_running_loop().time):
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    continue
+                name, h, per, remaining = step
+                try:
+                    res = await asyncio.wait_for(
+                        h.submit.remote(cmd, per), min(per + 1.0, remaining)
+                    )
+                except Exception as e:
+                    self._failed(cmd, name, e)
+                    continue
+                if self._answered(name, res):
                     return self._outcome(cmd, entry, res)
-                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+            raise AssertionError("unreachable: _attempts ends by raising")
 
     async def get(self, key: str) -> str | None:
         return await self.execute(("get", key))

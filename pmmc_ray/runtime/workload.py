@@ -93,18 +93,22 @@ class WorkloadResult:
         }
 
 
-def active_leader(dep: Deployment) -> str | None:
-    """The name of a leader that reports itself active in the newest epoch it knows."""
-    best: tuple[int, int, str] | None = None
-    for name, st in dep.status(timeout_s=5.0)["actors"].items():
-        if not name.startswith("leader-") or not isinstance(st, dict):
-            continue
-        for epoch, ep in (st.get("epochs") or {}).items():
-            if ep.get("active"):
-                key = (int(epoch), int(ep["ballot"][0]), name)
-                if best is None or key > best:
-                    best = key
-    return best[2] if best else None
+def active_leader(dep: Deployment, wait_s: float = 0.0) -> str | None:
+    """The name of a leader that reports itself active in the newest epoch it knows,
+    asking again for up to ``wait_s`` seconds (an election may be under way)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        best: tuple[int, int, str] | None = None
+        leaders = [n for n in dep.names() if n.startswith("leader-")]
+        for name, st in dep._gather("status", 5.0, names=leaders).items():
+            for epoch, ep in (st.get("epochs") or {}).items():
+                if ep.get("active"):
+                    key = (int(epoch), int(ep["ballot"][0]), name)
+                    if best is None or key > best:
+                        best = key
+        if best is not None or time.monotonic() >= deadline:
+            return best[2] if best else None
+        time.sleep(0.1)
 
 
 def raw_ray_round_trip_ms(dep: Deployment, n: int = 200) -> float:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..app import KVStore
+from ..check.history import Operation
+from ..check.linearizability import KV_MODEL, check
 from ..core import (
     Acceptor,
     ClientReply,
@@ -652,9 +654,6 @@ class Simulation:
         return len(set(states)) == 1
 
     def _result(self) -> SimResult:
-        from ..check.history import Operation
-        from ..check.linearizability import KV_MODEL, check
-
         ops = [o for o in self.history]
         completed = sum(1 for o in ops if o.ret is not None)
         verdict, detail = "skipped", ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -31,14 +33,19 @@ def status_of(dep: Any, name: str) -> dict:
 
 
 def active_leader(dep: Any, timeout_s: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for lid in dep.config.leader_ids():
-            try:
-                st = status_of(dep, lid)
-            except Exception:
-                continue
-            if st.get("epochs", {}).get("0", {}).get("active"):
-                return lid
-        time.sleep(0.1)
-    raise AssertionError("no active leader")
+    """The active leader's name, waiting for an election in progress."""
+    from pmmc_ray.runtime.workload import active_leader as find
+
+    lid = find(dep, wait_s=timeout_s)
+    assert lid is not None, "no active leader"
+    return lid
+
+
+def delete_storage(path: Path) -> None:
+    """Delete an actor's SQLite files, as a lost disk would."""
+    assert path.exists()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass

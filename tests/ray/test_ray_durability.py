@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from rayhelpers import active_leader, status_of, wait_restarted
+from rayhelpers import active_leader, delete_storage, status_of, wait_restarted
 
 pytestmark = pytest.mark.ray
 
@@ -50,19 +49,10 @@ def test_restarted_leader_never_reuses_a_ballot(dep, client):
     assert client.get("after-leader-restart") == "ok"
 
 
-def _delete_storage(path: Path) -> None:
-    assert path.exists()
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
-
-
 def test_acceptor_with_lost_storage_refuses(dep, client):
     name = "acceptor-2"
     before = status_of(dep, name)
-    _delete_storage(Path(before["storage"]))
+    delete_storage(Path(before["storage"]))
     dep.kill(name, restart=True)
     after = wait_restarted(dep, name, before["pid"])
     assert after["refusing"] == "storage lost: replace this acceptor by reconfiguration"
@@ -77,7 +67,7 @@ def test_leader_with_lost_storage_refuses(dep, client):
     # Without its records a leader cannot know which rounds it used, so it must not lead.
     lid = next(x for x in dep.config.leader_ids() if x != active_leader(dep))
     before = status_of(dep, lid)
-    _delete_storage(Path(before["storage"]))
+    delete_storage(Path(before["storage"]))
     dep.kill(lid, restart=True)
     after = wait_restarted(dep, lid, before["pid"])
     assert after["refusing"].startswith("storage lost")
@@ -93,7 +83,7 @@ def test_acceptor_finding_another_deployments_file_after_restart_refuses(dep, cl
     name = "acceptor-1"
     before = status_of(dep, name)
     path = Path(before["storage"])
-    _delete_storage(path)
+    delete_storage(path)
     RecordLog.create(path, "0" * 32).close()  # a valid log, owned by someone else
     dep.kill(name, restart=True)
     after = wait_restarted(dep, name, before["pid"])

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from rayhelpers import status_of, wait_restarted
+from rayhelpers import delete_storage, status_of, wait_restarted
 
 pytestmark = pytest.mark.ray
-
-
-def _delete_storage(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
 
 
 def test_replace_a_refusing_acceptor_then_survive_another_failure(make_deployment):
@@ -25,7 +16,7 @@ def test_replace_a_refusing_acceptor_then_survive_another_failure(make_deploymen
     kv.put("a", "1")
     # acceptor-2 loses its disk and comes back refusing: one more failure would stop us.
     before = status_of(dep, "acceptor-2")
-    _delete_storage(Path(before["storage"]))
+    delete_storage(Path(before["storage"]))
     dep.kill("acceptor-2", restart=True)
     assert wait_restarted(dep, "acceptor-2", before["pid"])["refusing"].startswith("storage lost")
 

@@ -4,7 +4,6 @@ leader, and the report it produces must come from real, checked results."""
 from __future__ import annotations
 
 import pytest
-from rayhelpers import active_leader as wait_for_leader
 
 from pmmc_ray.runtime.workload import active_leader, run_workload
 
@@ -13,8 +12,8 @@ pytestmark = pytest.mark.ray
 
 def test_workload_with_leader_kill_is_linearizable_and_replicas_agree(make_deployment):
     dep = make_deployment("workload")
-    wait_for_leader(dep)  # the initial election may still be running right after deploy
-    assert active_leader(dep) is not None
+    # the initial election may still be running right after deploy
+    assert active_leader(dep, wait_s=20.0) is not None
     res = run_workload(dep, clients=3, duration_s=6.0, keys=5, kill_leader=True, seed=1)
     out = res.to_dict()
     assert res.killed is not None and res.killed.startswith("leader-")
