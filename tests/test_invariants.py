@@ -50,6 +50,11 @@ def replica(slot_out: int = 1, digest: str = "") -> Replica:
     return r
 
 
+def saved(r: Replica) -> list:
+    """The effects of a step that made ``r``'s state durable (so D1 holds)."""
+    return [Persist(r.checkpoint())]
+
+
 def test_r1_two_decisions_for_one_slot():
     c = checker()
     c.after_step("replica-1", None, [Send("replica-0", Decisions(((1, X),)))])
@@ -88,7 +93,8 @@ def test_e1_two_configurations_choosing_one_slot():
 def test_r2_applying_an_undecided_slot():
     c = checker()
     c.after_step("replica-0", replica(1), [])
-    c.after_step("replica-0", replica(2), [])
+    two = replica(2)
+    c.after_step("replica-0", two, saved(two))
     assert names(c) == ["R2"]
 
 
@@ -106,11 +112,11 @@ def test_r3_state_that_no_replay_gives():
     good = replica(2)
     good.app.apply(("put", "k", "v"))
     good.client_table["a"] = (1, None)
-    c.after_step("replica-0", good, [])
+    c.after_step("replica-0", good, saved(good))
     assert names(c) == []
     forgot_client = replica(2)
     forgot_client.app.apply(("put", "k", "v"))
-    c.after_step("replica-1", forgot_client, [])
+    c.after_step("replica-1", forgot_client, saved(forgot_client))
     assert names(c) == ["R3"]
 
 
@@ -122,7 +128,7 @@ def test_r3_a_command_performed_twice():
     twice.app.apply(("append", "k", "x"))
     twice.app.apply(("append", "k", "x"))
     twice.client_table["a"] = (1, None)
-    c.after_step("replica-0", twice, [])
+    c.after_step("replica-0", twice, saved(twice))
     assert names(c) == ["R3"]
 
 
@@ -215,3 +221,38 @@ def test_b1_ballot_reused_by_a_new_incarnation():
     c.on_restart("leader-0", None)
     c.after_step("leader-0", None, [Send("scout-0", StartScout(CFG, ballot(2)))])
     assert names(c) == ["B1"]
+
+
+def test_d1_applying_a_slot_that_is_not_on_disk():
+    c = checker()
+    c.decided[1] = X
+    r = replica(1)
+    effects = r.handle(Decisions(((1, X),)), 0)  # persists ReplicaDecided first
+    c.after_step("replica-0", r, effects)
+    assert names(c) == []
+    c.decided[2] = Y
+    r.handle(Decisions(((2, Y),)), 0)
+    c.after_step("replica-0", r, [])  # the same step without its Persist
+    assert names(c) == ["D1"]
+
+
+def test_d1_persisting_slots_with_a_gap():
+    from pmmc_ray.core.messages import ReplicaDecided
+
+    c = checker()
+    c.after_step("replica-0", replica(1), [Persist(ReplicaDecided(((2, X),)))])
+    assert names(c) == ["D1"]
+
+
+def test_d2_restarting_behind_what_was_durable():
+    c = checker()
+    c.decided[1] = X
+    r = replica(1)
+    c.after_step("replica-0", r, r.handle(Decisions(((1, X),)), 0))
+    c.on_restart("replica-0", replica(2))  # what the records give: fine
+    assert names(c) == []
+    c.on_restart("replica-0", replica(1))  # recovery lost the slot
+    assert names(c) == ["D2"]
+    c.on_disk_lost("replica-1")
+    c.on_restart("replica-1", replica(1))  # a fresh start after a lost disk: fine
+    assert names(c) == ["D2"]

@@ -27,7 +27,8 @@ from pmmc_ray.core.messages import (
     Decisions,
     EpochQuery,
     Propose,
-    ReplicaConfig,
+    ReplicaDecided,
+    ReplicaSnapshot,
     Retire,
     StateRequest,
     StateSnapshot,
@@ -70,7 +71,12 @@ def test_decisions_are_applied_in_slot_order_and_answered(config, timing):
     assert r.handle(Decisions(((2, b2),)), 0) == []
     assert r.slot_out == 1
     effects = r.handle(Decisions(((1, b1),)), 0)
-    assert effects == [ClientReply(Response("a", 1, None)), ClientReply(Response("b", 1, None))]
+    # what is applied is persisted first, in one record, before any reply (DESIGN 4b)
+    assert effects == [
+        Persist(ReplicaDecided(((1, b1), (2, b2)))),
+        ClientReply(Response("a", 1, None)),
+        ClientReply(Response("b", 1, None)),
+    ]
     assert r.slot_out == 3 and r.app.data == {"k": "12"}
 
 
@@ -80,7 +86,7 @@ def test_a_command_that_lost_its_slot_is_proposed_again(config, timing):
     theirs = batch(("put", "k", "theirs"), client="b")
     effects = r.handle(Decisions(((1, theirs),)), 0)
     mine = batch(("put", "k", "mine"), client="a")
-    assert effects[0] == ClientReply(Response("b", 1, None))
+    assert effects[1] == ClientReply(Response("b", 1, None))
     assert sends(effects)[0] == ("leader-0", Propose("replica-0", config, 2, ((2, mine),)))
 
 
@@ -89,7 +95,9 @@ def test_a_command_decided_twice_is_performed_once(config, timing):
     b = batch(("append", "k", "x"), client="a")
     r.handle(Decisions(((1, b),)), 0)
     effects = r.handle(Decisions(((2, b),)), 0)
-    assert effects == []
+    assert effects == [
+        Persist(ReplicaDecided(((2, b),)))
+    ]  # the slot is applied, the command skipped
     assert r.app.data == {"k": "x"} and r.slot_out == 3
 
 
@@ -125,7 +133,7 @@ def test_reconfiguration_takes_effect_window_slots_later(config, timing):
     rc = Batch((Command("admin", 1, new),))
     effects = r.handle(Decisions(((1, rc),)), 0)
     cfg1 = Config(1, 1 + timing.window, config.replicas, ("leader-2", "leader-1"), config.acceptors)
-    assert effects[0] == Persist(ReplicaConfig(cfg1))
+    assert effects[0] == Persist(ReplicaDecided(((1, rc),)))
     assert effects[1] == ClientReply(Response("admin", 1, 1))
     assert r.config_for(timing.window) == config
     assert r.config_for(1 + timing.window) == cfg1
@@ -209,11 +217,78 @@ def test_recovering_replica_waits_for_a_snapshot_then_serves(config, timing):
     assert r.handle(req("a", 1, ("put", "k", "v")), 0) == [ClientReply(Response("a", 1, None))]
 
 
-def test_restarted_replica_remembers_configurations_only(config, timing):
+def _apply(r: Replica, n: int, first: int = 1) -> list:
+    """Decide and apply n slots of appends from distinct clients; all Persist records."""
+    records = []
+    for i in range(first, first + n):
+        b = batch(("append", "k", str(i)), client=f"c{i}")
+        records += [e.record for e in r.handle(Decisions(((i, b),)), 0) if isinstance(e, Persist)]
+    return records
+
+
+def test_restarted_replica_rebuilds_its_state_from_its_disk(config, timing):
+    r = make(config, timing)
+    records = _apply(r, 5)
+    back = Replica.recover("replica-0", (config,), KVStore(), timing, records)
+    assert not back.recovering
+    assert (back.slot_out, back.slot_in, back.digest) == (6, 6, r.digest)
+    assert back.app.data == {"k": "12345"} and back.client_table == r.client_table
+    # exactly-once survives the restart: a retry is answered from the table, not re-run
+    assert back.handle(req("c3", 1, ("append", "k", "3")), 0) == [
+        ClientReply(Response("c3", 1, None))
+    ]
+    assert back.start(0) == [SetTimer("tick", timing.replica_tick)]  # no state transfer
+
+
+def test_checkpoint_every_snapshot_every_slots_supersedes_earlier_records(config):
+    t = Timing(window=4, snapshot_every=3)
+    r = make(config, t)
+    records = _apply(r, 7)
+    kinds = [type(x).__name__ for x in records]
+    assert kinds == ["ReplicaDecided"] * 2 + ["ReplicaSnapshot"] + ["ReplicaDecided"] * 2 + [
+        "ReplicaSnapshot",
+        "ReplicaDecided",
+    ]
+    cp = records[-2]
+    assert isinstance(cp, ReplicaSnapshot) and cp.slot_out == 7
+    # the checkpoint alone, plus what came after, rebuilds the same state
+    back = Replica.recover("replica-0", (config,), KVStore(), t, records[-2:])
+    assert (back.slot_out, back.digest, back.app.data) == (8, r.digest, {"k": "1234567"})
+
+
+def test_installed_snapshot_is_checkpointed_before_anything_else(config, timing):
+    peer = make(config, timing)
+    _apply(peer, 3)
+    r = Replica("replica-1", (config,), KVStore(), timing, recovering=True)
+    (snap,) = sends(peer.handle(StateRequest("replica-1"), 0))
+    effects = r.handle(snap[1], 0)
+    assert effects[0] == Persist(peer.checkpoint())
+    back = Replica.recover("replica-1", (config,), KVStore(), timing, [effects[0].record])
+    assert (back.slot_out, back.digest, back.recovering) == (4, peer.digest, False)
+
+
+def test_member_that_joined_and_never_got_state_recovers_by_transfer(config, timing):
     cfg1 = Config(1, 5, ("replica-0", "replica-7"), config.leaders, config.acceptors)
-    r = Replica.recover("replica-0", (config,), KVStore(), timing, [ReplicaConfig(cfg1)])
+    r = Replica.recover("replica-7", (config, cfg1), KVStore(), timing, [], joined=True)
     assert r.recovering and r.configs == [config, cfg1]
     assert sends(r.start(0)) == [
-        ("replica-7", StateRequest("replica-0")),
-        ("replica-1", StateRequest("replica-0")),
+        ("replica-0", StateRequest("replica-7")),
+        ("replica-1", StateRequest("replica-7")),
     ]
+
+
+def test_records_with_a_gap_are_refused(config, timing):
+    b = batch(("get", "k"))
+    with pytest.raises(ValueError, match="skip from slot 1 to 2"):
+        Replica.recover("replica-0", (config,), KVStore(), timing, [ReplicaDecided(((2, b),))])
+
+
+def test_a_stalled_replica_asks_a_peer_that_is_ahead(config, timing):
+    """A replica that got its state from a lagging peer may not know the members of newer
+    configurations; when one of them says it is ahead, the stalled replica asks it."""
+    r = make(config, timing)
+    _apply(r, 2)
+    assert r.handle(CatchUp("replica-9", 10), 0) == []  # progressing: no need yet
+    r.handle(Timer("tick"), 40)  # the tick notes slot_out 3
+    assert r.handle(CatchUp("replica-9", 10), 0) == [Send("replica-9", CatchUp("replica-0", 3))]
+    assert r.handle(CatchUp("replica-9", 3), 0) == []  # not ahead

@@ -93,7 +93,9 @@ def test_f2_deployment_is_clean():
     [
         ("acceptor-amnesia", {"A1", "A3"}),
         ("leader-reuses-ballot", {"B1"}),
+        ("leader-amnesia", {"B1"}),
         ("no-dedup", {"R1", "R3", "linearizability", "convergence"}),
+        ("replica-no-persist", {"D1"}),
     ],
 )
 def test_known_bugs_are_caught(bug, expected):
@@ -104,6 +106,30 @@ def test_known_bugs_are_caught(bug, expected):
         found.update(p.split(":")[0] for p in problems)
     assert s.failures, f"{bug} was never caught"
     assert set(found) & expected, found
+
+
+def test_power_loss_and_every_replica_at_once_recover_from_disk():
+    """Every process crashes at once, repeatedly; replicas come back from their own
+    disks (no peer has state), and every operation still completes, linearizably."""
+    s = sweep(range(3000, 3020), Faults.parse("power"))
+    assert s.failures == [] and s.power_losses >= 20
+    assert s.completed == s.operations > 0
+
+
+def test_lost_disks_of_leaders_and_replicas_are_survived():
+    s = sweep(range(3100, 3140), Faults.parse("disk,drop"))
+    assert s.failures == [] and s.disk_losses >= 20
+
+
+def test_a_replica_checkpoint_supersedes_its_earlier_records():
+    sim = Simulation(4, Faults.parse("none"), replace(SimParams(vary=False), ops_per_client=40))
+    sim.timing = replace(sim.timing, snapshot_every=3)
+    sim.params = replace(sim.params, timing=sim.timing)
+    assert sim.run().ok
+    for rid in ("replica-0", "replica-1"):
+        recs = sim.storage[rid]
+        assert type(recs[0]).__name__ == "ReplicaSnapshot"
+        assert len(recs) <= 3  # the checkpoint and at most two slots after it
 
 
 def test_liveness_check_can_fail():

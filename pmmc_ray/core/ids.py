@@ -16,3 +16,8 @@ def commander_of(leader_id: str) -> str:
 def role_of(process_id: str) -> str:
     """The role part of a process id: "acceptor-2" -> "acceptor"."""
     return process_id.split("-", 1)[0]
+
+
+def leader_of_ballot(identity: str) -> str:
+    """The leader process that made ballots with ``identity`` ("leader-1/3fa9" -> "leader-1")."""
+    return identity.split("/", 1)[0]

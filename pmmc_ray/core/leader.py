@@ -15,10 +15,17 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
   for ``timeout``. ``timeout`` grows multiplicatively on preemption and shrinks
   additively on adoption (paper 3, "leader failure detection and duelling").
 
-Durable state: the highest ballot round this leader has used. It is persisted before
-the p1a for a new round can leave, so a restarted leader never reuses a ballot.
-Reusing one with different proposals could get two commands accepted at the same
-(ballot, slot), and then pmax could pick either: two decisions for one slot (C1).
+Durable state: the identity it puts in its ballots, and the highest ballot round it
+has used. A round is persisted before the p1a for it can leave, so a restarted leader
+never reuses a ballot. Reusing one with different proposals could get two commands
+accepted at the same (ballot, slot), and then pmax could pick either: two decisions
+for one slot (C1). A leader that comes back *without* its records cannot know which
+rounds it used; it takes a fresh identity instead (``fresh_identity``, drawn by its
+interpreter), so its ballots can never equal one it made before, and it takes part
+again at once.
+
+A ballot identity is ``"<leader process id>"`` or ``"<leader process id>/<nonce>"``;
+:func:`pmmc_ray.core.ids.leader_of_ballot` maps it back to the process to ping.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .ids import leader_of_ballot
 from .messages import (
     Adopted,
     DurableRecord,
     Effect,
     EpochQuery,
+    LeaderIdentity,
     LeaderRetired,
     LeaderRound,
     Message,
@@ -83,8 +92,12 @@ class Leader:
         commander_id: str,
         max_round: int = -1,
         retired_upto: int = -1,
+        identity: str | None = None,
+        persist_identity: bool = False,
     ) -> None:
         self.id = leader_id
+        self.identity = identity or leader_id  # what goes into Ballot.leader
+        self._persist_identity = persist_identity
         self.timing = timing
         self.scout = scout_id
         self.commander = commander_id
@@ -105,11 +118,21 @@ class Leader:
         *,
         scout_id: str,
         commander_id: str,
+        fresh_identity: str | None = None,
     ) -> Leader:
-        """Rebuild a leader from its durable records."""
+        """Rebuild a leader from its durable records.
+
+        ``fresh_identity`` is the ballot identity to take (and persist at ``start``) if
+        the records hold none: a first start, or a restart after the records were lost.
+        It must never have been used by any leader before. Without one, the identity
+        is the leader's id (records written without an identity meant that).
+        """
         max_round = retired = -1
+        identity: str | None = None
         for rec in records:
-            if isinstance(rec, LeaderRound):
+            if isinstance(rec, LeaderIdentity):
+                identity = rec.identity
+            elif isinstance(rec, LeaderRound):
                 max_round = max(max_round, rec.round)
             elif isinstance(rec, LeaderRetired):
                 retired = max(retired, rec.epoch)
@@ -123,10 +146,15 @@ class Leader:
             commander_id=commander_id,
             max_round=max_round,
             retired_upto=retired,
+            identity=identity or fresh_identity,
+            persist_identity=identity is None and fresh_identity is not None,
         )
 
     def start(self, now: int) -> list[Effect]:
         effects: list[Effect] = []
+        if self._persist_identity:
+            effects.append(Persist(LeaderIdentity(self.identity)))
+            self._persist_identity = False
         if self.id in self._initial.leaders and self._initial.epoch > self.retired_upto:
             ep = self._join(self._initial, now)
             effects += self._start_scouting(ep, now)
@@ -160,7 +188,7 @@ class Leader:
     # --- state changes -------------------------------------------------------------
 
     def _join(self, config: Config, now: int) -> LeaderEpoch:
-        ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.id), last_propose=now)
+        ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.identity), last_propose=now)
         self.epochs[config.epoch] = ep
         return ep
 
@@ -181,7 +209,7 @@ class Leader:
         # Every scouting attempt uses a round this leader has never used, in any epoch.
         rnd = max(ep.ballot_num.round, self.max_round + 1)
         self.max_round = rnd
-        ep.ballot_num = Ballot(rnd, self.id)
+        ep.ballot_num = Ballot(rnd, self.identity)
         ep.active = False
         ep.scouting = True
         ep.scout_since = now
@@ -204,8 +232,11 @@ class Leader:
     def _become_passive(self, ep: LeaderEpoch, winner: Ballot, now: int) -> None:
         ep.active = False
         ep.scouting = False
-        ep.ballot_num = Ballot(winner.round + 1, self.id)
-        ep.watching = winner.leader if winner.leader != self.id else None
+        ep.ballot_num = Ballot(winner.round + 1, self.identity)
+        # Watch the winner's process; if the winner is a ballot of our own (an earlier
+        # identity of this process), there is nobody to watch: scout again on timeout.
+        winner_process = leader_of_ballot(winner.leader)
+        ep.watching = winner_process if winner_process != self.id else None
         ep.last_alive = now
         self.timeout = min(self.timing.timeout_max, int(self.timeout * self.timing.timeout_factor))
 

@@ -16,7 +16,7 @@ The interpreter executes them in list order, and the order matters in one place:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .types import Ballot, Batch, Command, Config, PValue
 
@@ -275,6 +275,19 @@ class AcceptorAccept:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderIdentity:
+    """The identity this leader puts in its ballots (``Ballot.leader``).
+
+    Persisted once, before the leader's first ballot. A leader that comes back
+    without its records cannot know which rounds it used, so it takes a fresh identity
+    (chosen by its interpreter) instead: ballots of different identities never collide,
+    so it can never reuse a ballot (DESIGN 4).
+    """
+
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
 class LeaderRound:
     """Leader is about to use ballot round ``round``; it must never use it again."""
 
@@ -289,14 +302,47 @@ class LeaderRetired:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaConfig:
-    """Replica learned configuration ``config``. Replicas keep their configurations on
-    disk (and nothing else), so a restarted replica knows whom to ask for state."""
+class ReplicaDecided:
+    """Replica applied these decided (slot, batch) entries, consecutive slots in order.
 
-    config: Config
+    Persisted in the step that applies them, so before any reply or message that
+    depends on them leaves: an acknowledged command is on the replica's disk.
+    """
+
+    entries: Entries
 
 
-DurableRecord = AcceptorPromise | AcceptorAccept | LeaderRound | LeaderRetired | ReplicaConfig
+@dataclass(frozen=True, slots=True)
+class ReplicaSnapshot:
+    """A checkpoint of a replica: everything it needs to continue from ``slot_out``.
+
+    It supersedes every earlier record of the replica (``supersedes_earlier``): an
+    interpreter may delete them once this record is durable, which bounds the disk.
+    """
+
+    slot_out: int
+    configs: tuple[Config, ...]
+    app_state: bytes
+    client_table: tuple[tuple[str, int, Response], ...]
+    digest: str
+
+    supersedes_earlier: ClassVar[bool] = True
+
+
+DurableRecord = (
+    AcceptorPromise
+    | AcceptorAccept
+    | LeaderIdentity
+    | LeaderRound
+    | LeaderRetired
+    | ReplicaDecided
+    | ReplicaSnapshot
+)
+
+
+def supersedes_earlier(record: DurableRecord) -> bool:
+    """True if ``record`` makes every earlier record of its process obsolete."""
+    return getattr(record, "supersedes_earlier", False)
 
 
 # --- effects -----------------------------------------------------------------------

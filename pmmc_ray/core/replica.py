@@ -16,8 +16,17 @@ configurations (``configs``, each with the slot it starts at). Extensions:
   of the slot it proposes for.
 - Retransmission: when ``slot_out`` has not moved for ``Timing.replica_tick``, the
   replica re-sends its pending proposals and asks its peers for decisions it missed.
-- State transfer: a replica that starts with ``recovering=True`` (restarted, so its
-  memory is gone, or newly added by reconfiguration) proposes nothing until a peer's
+- Durability (DESIGN 4b): every step that applies decided slots persists them
+  (:class:`ReplicaDecided`) before anything of that step leaves, so a command is on
+  the replica's disk before its client hears about it. Every ``snapshot_every`` slots,
+  and after installing a peer's snapshot, it persists a checkpoint instead
+  (:class:`ReplicaSnapshot`), which supersedes all its earlier records. A replica
+  restarted with its disk is rebuilt by :meth:`Replica.recover`: the last checkpoint
+  (or the initial state) plus the decided slots after it, replayed in order. It then
+  catches up from peers, or re-proposes into the slots it lacks, which leaders fill
+  from what the acceptors accepted.
+- State transfer: a replica that starts with ``recovering=True`` (its disk is gone, or
+  it was just added by reconfiguration) proposes nothing until a peer's
   :class:`StateSnapshot` gives it the application state, client table, configurations
   and slot_out. It never guesses.
 
@@ -44,7 +53,8 @@ from .messages import (
     Message,
     Persist,
     Propose,
-    ReplicaConfig,
+    ReplicaDecided,
+    ReplicaSnapshot,
     Request,
     Response,
     Retire,
@@ -106,6 +116,11 @@ class Replica:
         self._tick_slot_out = 0
         self._rotate = 0
         self.peer_slot_out: dict[str, int] = {}  # from CatchUp: how far peers have applied
+        # Durability: slots applied in this step but not yet persisted, the slot_out of
+        # the last checkpoint, and whether the next step must write a checkpoint.
+        self._unsaved: list[tuple[int, Batch]] = []
+        self._checkpoint_slot = self.slot_out
+        self._checkpoint_due = False
 
     @classmethod
     def recover(
@@ -115,16 +130,50 @@ class Replica:
         app: StateMachine,
         timing: Timing,
         records: Iterable[DurableRecord],
+        *,
+        joined: bool = False,
     ) -> Replica:
-        """A restarted replica: it knows the configurations it persisted, nothing else,
-        and recovers its state from a peer before it proposes anything."""
-        by_epoch = {c.epoch: c for c in configs}
+        """Rebuild a replica restarted with its disk from its durable records.
+
+        State is the last :class:`ReplicaSnapshot` (or, for a founding member that never
+        wrote one, the application's initial state at slot 1 with ``configs``), then the
+        :class:`ReplicaDecided` slots after it, replayed in order exactly as they were
+        first applied. A member that ``joined`` by reconfiguration and never got to
+        install a snapshot has no state of its own: it recovers by state transfer.
+        """
+        checkpoint: ReplicaSnapshot | None = None
+        decided: list[tuple[int, Batch]] = []
         for rec in records:
-            if not isinstance(rec, ReplicaConfig):
+            if isinstance(rec, ReplicaSnapshot):
+                checkpoint, decided = rec, []
+            elif isinstance(rec, ReplicaDecided):
+                decided.extend(rec.entries)
+            else:
                 raise TypeError(f"not a replica record: {rec!r}")
-            by_epoch[rec.config.epoch] = rec.config
-        ordered = tuple(by_epoch[e] for e in sorted(by_epoch))
-        return cls(replica_id, ordered, app, timing, recovering=True)
+        if checkpoint is None and joined:
+            return cls(replica_id, configs, app, timing, recovering=True)
+        r = cls(replica_id, checkpoint.configs if checkpoint else configs, app, timing)
+        if checkpoint is not None:
+            r._install(
+                checkpoint.slot_out,
+                checkpoint.configs,
+                checkpoint.app_state,
+                checkpoint.client_table,
+                checkpoint.digest,
+            )
+            r._checkpoint_slot = checkpoint.slot_out
+        for slot, batch in decided:
+            if slot < r.slot_out:
+                continue
+            if slot != r.slot_out:
+                raise ValueError(
+                    f"{replica_id}: durable records skip from slot {r.slot_out} to {slot}"
+                )
+            r.decisions[slot] = batch
+            r._apply_next()  # replies go nowhere: their clients heard them before the crash
+        r._unsaved = []
+        r.slot_in = r.slot_out
+        return r
 
     # --- public ----------------------------------------------------------------------
 
@@ -135,7 +184,8 @@ class Replica:
         return effects
 
     def handle(self, msg: Message | Timer, now: int) -> list[Effect]:
-        return persist_first(self._handle(msg))
+        effects = self._handle(msg)
+        return persist_first(effects + self._persist_applied())
 
     def _handle(self, msg: Message | Timer) -> list[Effect]:
         match msg:
@@ -165,10 +215,36 @@ class Replica:
         raise ProtocolViolation(f"no configuration for slot {slot}")
 
     def snapshot(self) -> StateSnapshot:
-        table = tuple((c, cid, r) for c, (cid, r) in sorted(self.client_table.items()))
+        """The state-transfer message for a peer: everything needed to continue from slot_out."""
+        cp = self.checkpoint()
         return StateSnapshot(
-            self.id, self.slot_out, tuple(self.configs), self.app.snapshot(), table, self.digest
+            self.id, cp.slot_out, cp.configs, cp.app_state, cp.client_table, cp.digest
         )
+
+    def checkpoint(self) -> ReplicaSnapshot:
+        """The durable checkpoint record of the current state."""
+        table = tuple((c, cid, r) for c, (cid, r) in sorted(self.client_table.items()))
+        return ReplicaSnapshot(
+            self.slot_out, tuple(self.configs), self.app.snapshot(), table, self.digest
+        )
+
+    # --- durability ----------------------------------------------------------------------
+
+    def _persist_applied(self) -> list[Effect]:
+        """The Persist effect for what this step applied: the decided slots, or a whole
+        checkpoint when one is due. ``handle`` puts it before every other effect."""
+        if self._checkpoint_due or (
+            self._unsaved and self.slot_out - self._checkpoint_slot >= self.timing.snapshot_every
+        ):
+            self._checkpoint_due = False
+            self._unsaved = []
+            self._checkpoint_slot = self.slot_out
+            return [Persist(self.checkpoint())]
+        if not self._unsaved:
+            return []
+        rec = ReplicaDecided(tuple(self._unsaved))
+        self._unsaved = []
+        return [Persist(rec)]
 
     # --- requests and proposals ------------------------------------------------------
 
@@ -250,6 +326,7 @@ class Replica:
         slot = self.slot_out
         batch = self.decisions[slot]
         mine = self.proposals.pop(slot, None)
+        self._unsaved.append((slot, batch))
         effects = self._perform(slot, batch)
         for c in batch.commands:
             self.requests.pop(c.key, None)
@@ -278,11 +355,8 @@ class Replica:
             done = self.client_table.get(c.client_id)
             if done is not None and c.command_id <= done[0]:
                 continue  # decided before, or superseded by a newer command: skip
-            n_configs = len(self.configs)
             resp = self._execute(slot, c)
             self.client_table[c.client_id] = (c.command_id, resp)
-            if len(self.configs) > n_configs:
-                effects.append(Persist(ReplicaConfig(self.configs[-1])))
             effects.append(ClientReply(resp))
         self.digest = hashlib.blake2b(
             f"{self.digest}|{slot}|{batch!r}".encode(), digest_size=16
@@ -372,7 +446,14 @@ class Replica:
 
     def _on_catch_up(self, m: CatchUp) -> list[Effect]:
         self.peer_slot_out[m.src] = max(self.peer_slot_out.get(m.src, 0), m.slot_out)
-        if self.recovering or m.slot_out >= self.slot_out:
+        if self.recovering:
+            return []
+        if m.slot_out > self.slot_out and self.slot_out == self._tick_slot_out:
+            # A peer is ahead while we are stalled: ask it for what we lack. It may be a
+            # member of a configuration we have not learned yet (we got our state from a
+            # lagging peer), and the only one that still has slots of retired epochs.
+            return [Send(m.src, CatchUp(self.id, self.slot_out))]
+        if m.slot_out >= self.slot_out:
             return []
         if m.slot_out not in self.decisions:
             return [Send(m.src, self.snapshot())]  # we no longer keep what it lacks
@@ -380,19 +461,30 @@ class Replica:
         entries = tuple((s, self.decisions[s]) for s in range(m.slot_out, last))
         return [Send(m.src, Decisions(entries))]
 
+    def _install(
+        self,
+        slot_out: int,
+        configs: tuple[Config, ...],
+        app_state: bytes,
+        client_table: tuple[tuple[str, int, Response], ...],
+        digest: str,
+    ) -> None:
+        """Replace the replicated state by a snapshot's (state transfer or checkpoint)."""
+        self.app.restore(app_state)
+        self.client_table = {c: (cid, r) for c, cid, r in client_table}
+        self.configs = list(configs)
+        self.slot_in = max(self.slot_in, slot_out) if not self.recovering else slot_out
+        self.slot_out = slot_out
+        self.digest = digest
+
     def _on_snapshot(self, m: StateSnapshot) -> list[Effect]:
         if not self.recovering and m.slot_out <= self.slot_out:
             return []
-        self.app.restore(m.app_state)
-        self.client_table = {c: (cid, r) for c, cid, r in m.client_table}
-        known = {c.epoch for c in self.configs}
-        effects: list[Effect] = [
-            Persist(ReplicaConfig(c)) for c in m.configs if c.epoch not in known
-        ]
-        self.configs = list(m.configs)
-        self.slot_out = m.slot_out
-        self.slot_in = max(self.slot_in, m.slot_out) if not self.recovering else m.slot_out
-        self.digest = m.digest
+        self._install(m.slot_out, m.configs, m.app_state, m.client_table, m.digest)
+        # The installed state is ours now: it must be on disk before we act on it.
+        self._unsaved = []
+        self._checkpoint_due = True
+        effects: list[Effect] = []
         self.recovering = False
         self._tick_slot_out = 0
         self.decisions = {s: b for s, b in self.decisions.items() if s >= m.slot_out}

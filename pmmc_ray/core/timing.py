@@ -42,6 +42,9 @@ class Timing:
     """A leader asks a replica whether an epoch that has been idle this long is retired."""
     keep_decisions: int = 10_000
     """Applied decisions a replica keeps to help peers catch up; older ones by snapshot."""
+    snapshot_every: int = 1000
+    """A replica writes a checkpoint of its state (a ReplicaSnapshot record, which lets
+    its earlier records go) once this many slots were applied since the last one."""
     max_entries_per_message: int = 256
     """Largest number of (slot, batch) entries in one Propose / Phase2 / P2a / Decisions."""
 
@@ -59,6 +62,7 @@ class Timing:
             "scout_retry",
             "retire_check",
             "keep_decisions",
+            "snapshot_every",
             "max_entries_per_message",
         ):
             if getattr(self, name) < 1:

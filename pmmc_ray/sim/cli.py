@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         "runs_with_incomplete_operations": summary.incomplete_runs,
         "runs_diverged": summary.diverged_runs,
         "crashes": summary.crashes,
+        "power_losses": summary.power_losses,
+        "disk_losses": summary.disk_losses,
         "partitions": summary.partitions,
         "reconfigurations": summary.reconfigs,
         "runs_with_reconfiguration": summary.runs_with_reconfig,
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             f"{out['linearizability_unknown']} unknown, {out['runs_diverged']} diverged"
         )
         print(
-            f"faults injected: {out['crashes']} crashes, {out['partitions']} partitions, "
+            f"faults injected: {out['crashes']} crashes ({out['power_losses']} power losses, "
+            f"{out['disk_losses']} lost disks), {out['partitions']} partitions, "
             f"{out['reconfigurations']} reconfigurations ({out['runs_with_reconfiguration']} runs)"
         )
         for f in out["failing_seeds"]:
@@ -146,6 +149,8 @@ def _one(args: argparse.Namespace, faults: Faults, params: SimParams) -> int:
         "messages": res.messages,
         "decided_slots": res.decided_slots,
         "crashes": res.crashes,
+        "power_losses": res.power_losses,
+        "disk_losses": res.disk_losses,
         "partitions": res.partitions,
         "reconfigurations": res.reconfigs,
         "trace_sha256": trace_digest(res),

@@ -27,6 +27,11 @@ proposed, accepted and decided, so it can check properties no single process can
   B1  a ballot is used (StartScout) by one leader incarnation only: a restarted
       leader never reuses a ballot (DESIGN 4). C1 depends on it, but a reuse only
       breaks C1 when timing is unlucky, so it is checked directly.
+  D1  after every step, a replica's durable records cover every slot it has applied:
+      nothing it acknowledged, and nothing it told a peer, lives in memory only
+      (DESIGN 4b). Tracked from the Persist effects themselves.
+  D2  a replica restarted with its disk resumes exactly at the slot_out its records
+      reached (recovery neither loses nor invents slots).
 
 A violation is recorded with the step that caused it; the simulator stops the run.
 """
@@ -46,6 +51,8 @@ from ..core.messages import (
     P2a,
     Persist,
     Propose,
+    ReplicaDecided,
+    ReplicaSnapshot,
     Send,
     StartScout,
 )
@@ -80,6 +87,7 @@ class InvariantChecker:
         self.ref_table: dict[str, int] = {}
         self.ref_slot = 1
         self.ref_at: dict[int, str] = {1: self._state_hash(self.ref_app, {})}
+        self.durable_slot_out: dict[str, int] = {}  # replica -> slots 1.. on its disk (D1)
 
     def fail(self, what: str) -> None:
         if what not in self.violations:
@@ -100,15 +108,28 @@ class InvariantChecker:
                     self._on_start_scout(pid, e.msg)
             elif isinstance(e, Persist) and isinstance(e.record, AcceptorAccept):
                 self._on_accept(pid, role, e.record)
+            elif isinstance(e, Persist) and isinstance(e.record, ReplicaSnapshot | ReplicaDecided):
+                self._on_replica_record(pid, e.record)
         if isinstance(role, Acceptor):
             self._check_acceptor(pid, role)
         elif isinstance(role, Replica):
             self._check_replica(pid, role)
 
+    def on_disk_lost(self, pid: str) -> None:
+        """``pid``'s durable records are gone (it will recover without them)."""
+        self.durable_slot_out.pop(pid, None)
+
     def on_restart(self, pid: str, role: object) -> None:
-        """A process came back: start its per-incarnation checks afresh; check A1/A3."""
+        """A process came back: start its per-incarnation checks afresh; check A1/A3, D2."""
         self.replica_slot_out.pop(pid, None)
         self.incarnation[pid] = self.incarnation.get(pid, 0) + 1
+        if isinstance(role, Replica) and not role.recovering:
+            durable = self.durable_slot_out.get(pid, 1)
+            if role.slot_out != durable:
+                self.fail(
+                    f"D2: {pid} restarted at slot_out {role.slot_out}, "
+                    f"its records reach slot_out {durable}"
+                )
         if isinstance(role, Acceptor):
             self._check_acceptor(pid, role)
             for (aid, epoch), shadow in self.acceptor_shadow.items():
@@ -222,9 +243,28 @@ class InvariantChecker:
             if slot >= r.slot_out + r.window:
                 self.fail(f"R5: {pid} proposed slot {slot} with slot_out {r.slot_out}")
 
+    def _on_replica_record(self, pid: str, rec: ReplicaSnapshot | ReplicaDecided) -> None:
+        if isinstance(rec, ReplicaSnapshot):
+            self.durable_slot_out[pid] = rec.slot_out
+            return
+        durable = self.durable_slot_out.get(pid, 1)
+        for slot, _ in rec.entries:
+            if slot == durable:
+                durable += 1
+            elif slot > durable:
+                self.fail(f"D1: {pid} persisted slot {slot} but not slot {durable}")
+                return
+        self.durable_slot_out[pid] = durable
+
     def _check_replica(self, pid: str, r: Replica) -> None:
         if r.recovering:
             return
+        durable = self.durable_slot_out.get(pid, 1)
+        if r.slot_out > durable:
+            self.fail(
+                f"D1: {pid} applied slots up to {r.slot_out - 1}, its disk has them up to "
+                f"{durable - 1}"
+            )
         for cfg in r.configs:
             self.quorum_of.setdefault(cfg.epoch, cfg.quorum)
         prev = self.replica_slot_out.get(pid)

@@ -17,7 +17,7 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
 
     One run in four uses f=2 (3 replicas, 3 leaders, 5 acceptors); WINDOW is 1, 2, 4
     or 8; batches hold at most 1, 3 or 64 commands; a replica keeps 1, 2 or WINDOW
-    proposals in flight; 2 to 5 clients.
+    proposals in flight and checkpoints every 2, 7 or 1000 slots; 2 to 5 clients.
     """
     if not base.vary:
         return base
@@ -28,6 +28,7 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
         window=window,
         max_batch=r.choice([1, 3, 64]),
         max_inflight=r.choice([1, 2, window]),
+        snapshot_every=r.choice([2, 7, 1000]),
     )
     return replace(
         base,
@@ -68,6 +69,8 @@ class Summary:
     crashes: int = 0
     partitions: int = 0
     reconfigs: int = 0
+    power_losses: int = 0
+    disk_losses: int = 0
     runs_with_reconfig: int = 0
     messages: int = 0
     decided_slots: int = 0
@@ -84,6 +87,8 @@ class Summary:
         self.incomplete_runs += r.ops_completed != len(r.ops)
         self.diverged_runs += not r.converged and not r.violations
         self.crashes += r.crashes
+        self.power_losses += r.power_losses
+        self.disk_losses += r.disk_losses
         self.partitions += r.partitions
         self.reconfigs += r.reconfigs
         self.runs_with_reconfig += r.reconfigs > 0

@@ -6,12 +6,15 @@ first). It owns a virtual clock in milliseconds, a heap of pending events ordere
 happens, so a seed replays the same run byte for byte (see ``trace``).
 
 Faults are configuration (:class:`Faults`): message loss, duplication, delay spikes
-(reordering), partitions (two-way and one-way), crashes and restarts of any process,
-and live reconfiguration. Restarts behave as Ray's do: the process object is thrown
-away and rebuilt from its constructor arguments plus what it persisted; acceptors and
-leaders reload their durable records, replicas come back empty and recover by state
-transfer. Faults stop at ``fault_until``; after that every crashed process restarts,
-partitions heal and the network is reliable, and every client operation must finish.
+(reordering), partitions (two-way and one-way), crashes and restarts of any process
+(one at a time, or every replica at once), power loss (every process at once), loss of
+a crashed process's disk, and live reconfiguration. Restarts behave as Ray's do: the
+process object is thrown away and rebuilt from its constructor arguments plus what it
+persisted: acceptors, leaders and replicas reload their durable records. A leader
+whose disk is gone takes a fresh ballot identity; a replica whose disk is gone
+recovers by state transfer. Faults stop at ``fault_until``; after that every crashed
+process restarts, partitions heal and the network is reliable, and every client
+operation must finish.
 
 Clients are simulated too: each runs a sequence of KV operations one at a time,
 retrying with the same command id until it gets an answer, and records invoke and
@@ -49,10 +52,10 @@ from ..core import (
     Timing,
 )
 from ..core.ids import commander_of, role_of, scout_of
-from ..core.messages import DurableRecord, Message
+from ..core.messages import DurableRecord, Effect, Message, supersedes_earlier
 from .invariants import InvariantChecker
 
-FAULT_KINDS = ("drop", "duplicate", "delay", "partition", "crash", "reconfig")
+FAULT_KINDS = ("drop", "duplicate", "delay", "partition", "crash", "power", "disk", "reconfig")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ class Faults:
     spike_max: int = 120
     partition: bool = False
     crash: bool = False
+    power: bool = False
+    """Every process crashes at once (a power loss) and restarts with its disk."""
+    disk: bool = False
+    """Some crashes also lose the process's disk: a leader's (it must take a fresh ballot
+    identity) or a replica's while another replica holds the state (state transfer)."""
     reconfig: bool = False
 
     @classmethod
@@ -86,6 +94,8 @@ class Faults:
             delay_spike=0.03 if "delay" in kinds else 0.0,
             partition="partition" in kinds,
             crash="crash" in kinds,
+            power="power" in kinds,
+            disk="disk" in kinds,
             reconfig="reconfig" in kinds,
         )
 
@@ -97,6 +107,8 @@ class Faults:
             ("delay", self.delay_spike > 0),
             ("partition", self.partition),
             ("crash", self.crash),
+            ("power", self.power),
+            ("disk", self.disk),
             ("reconfig", self.reconfig),
         ):
             if on:
@@ -127,7 +139,17 @@ class SimParams:
     """Let the runner vary f, WINDOW, batch size and clients by seed."""
 
 
-BUGS = ("acceptor-amnesia", "leader-reuses-ballot", "no-dedup")
+BUGS = (
+    "acceptor-amnesia",
+    "leader-reuses-ballot",
+    "leader-amnesia",
+    "no-dedup",
+    "replica-no-persist",
+)
+"""Injected bugs: an acceptor that forgets its records on restart; a leader whose
+rounds are off by one after a restart; a leader that comes back without its disk under
+its old ballot identity; replicas with no exactly-once table; replicas that never
+persist what they apply."""
 
 
 @dataclass
@@ -161,6 +183,8 @@ class SimResult:
     crashes: int
     partitions: int
     reconfigs: int
+    power_losses: int = 0
+    disk_losses: int = 0
     reconfig_pending: bool = False
     trace: list[str] | None = None
 
@@ -251,6 +275,12 @@ class Simulation:
         self.crashes = 0
         self.partitions = 0
         self.reconfigs = 0
+        self.power_losses = 0
+        self.disk_losses = 0
+        self.disk_lost: set[str] = set()  # crashed processes whose disk is gone
+        self.had_state: dict[str, bool] = {}  # replica -> held state when it crashed
+        self._config0: Config | None = None
+        self._last_configs: tuple[Config, ...] = ()
         self.checker = InvariantChecker({})
         self.clients: dict[str, _SimClient] = {}
         self.history: list[ClientOp] = []
@@ -296,7 +326,20 @@ class Simulation:
         sid, cid = scout_of(lid), commander_of(lid)
 
         def make(restarted: bool) -> Leader:
-            ldr = Leader.recover(lid, config0, t, self.storage[lid], scout_id=sid, commander_id=cid)
+            # A fresh ballot identity, used only if its records hold none (a first start,
+            # or a restart after its disk was lost): unique in the run by construction.
+            fresh = f"{lid}/{self.incarnation[lid] + 1}"
+            if bug == "leader-amnesia":
+                fresh = f"{lid}/1"  # back without its disk, under its first identity
+            ldr = Leader.recover(
+                lid,
+                config0,
+                t,
+                self.storage[lid],
+                scout_id=sid,
+                commander_id=cid,
+                fresh_identity=fresh,
+            )
             if restarted and bug == "leader-reuses-ballot":
                 ldr.max_round -= 1  # off by one: the next scout reuses the last round
             return ldr
@@ -307,12 +350,15 @@ class Simulation:
 
     def _add_replica(self, rid: str, configs: tuple[Config, ...], recovering: bool) -> None:
         t = self.timing
+        cls = _NoPersistReplica if self.params.bug == "replica-no-persist" else Replica
 
         def make(restarted: bool) -> Replica:
-            if restarted:
-                r = Replica.recover(rid, configs, KVStore(), t, self.storage[rid])
+            if restarted and rid not in self.disk_lost:
+                r = cls.recover(rid, configs, KVStore(), t, self.storage[rid], joined=recovering)
             else:
-                r = Replica(rid, configs, KVStore(), t, recovering=recovering)
+                # First start, or back without its disk: state transfer if it needs state.
+                lost = restarted and rid in self.disk_lost
+                r = cls(rid, configs, KVStore(), t, recovering=recovering or lost)
             if self.params.bug == "no-dedup":
                 r.client_table = _ForgetfulTable()
             return r
@@ -325,6 +371,8 @@ class Simulation:
         leaders = tuple(self._new_id("leader") for _ in range(f + 1))
         acceptors = tuple(self._new_id("acceptor") for _ in range(2 * f + 1))
         config0 = Config(0, 1, replicas, leaders, acceptors)
+        self._config0 = config0
+        self._last_configs = (config0,)
         self.checker.quorum_of[0] = config0.quorum
         for a in acceptors:
             self._add_acceptor(a)
@@ -336,8 +384,10 @@ class Simulation:
             cid = f"client-{i}"
             self.clients[cid] = _SimClient(cid, self.rng, self.params)
             self._schedule(self.rng.randint(0, 20), "client_next", cid)
-        if self.faults.crash:
+        if self.faults.crash or self.faults.disk:
             self._schedule(self.rng.randint(50, 400), "nemesis_crash", None)
+        if self.faults.power:
+            self._schedule(self.rng.randint(200, 1500), "nemesis_power", None)
         if self.faults.partition:
             self._schedule(self.rng.randint(50, 600), "nemesis_partition", None)
         if self.faults.reconfig:
@@ -400,11 +450,14 @@ class Simulation:
         elif kind == "restart":
             if payload not in self.alive:
                 self._boot(payload, restarted=True)
+                self.disk_lost.discard(payload)
         elif kind == "unblock":
             self._log("partition healed")
             self.blocked.clear()
         elif kind == "nemesis_crash":
             self._nemesis_crash()
+        elif kind == "nemesis_power":
+            self._nemesis_power()
         elif kind == "nemesis_partition":
             self._nemesis_partition()
         elif kind == "nemesis_reconfig":
@@ -429,7 +482,10 @@ class Simulation:
             if isinstance(e, Persist):
                 if sent:
                     self.checker.fail(f"{pid}: Persist after Send in one step (durability rule)")
-                self.storage[pid].append(e.record)
+                if supersedes_earlier(e.record):
+                    self.storage[pid] = [e.record]  # a checkpoint: older records may go
+                else:
+                    self.storage[pid].append(e.record)
             elif isinstance(e, Send):
                 sent = True
                 self._send(pid, e.dst, e.msg)
@@ -465,17 +521,7 @@ class Simulation:
     # --- clients ----------------------------------------------------------------------------
 
     def _current_config(self) -> Config:
-        best: Config | None = None
-        for pid in sorted(self.alive):
-            r = self.procs[pid]
-            if isinstance(r, Replica) and not r.recovering:
-                c = r.configs[-1]
-                if best is None or c.epoch > best.epoch:
-                    best = c
-        if best is None:
-            # Every replica is recovering: fall back to any config we know.
-            best = next(r.configs[-1] for r in self.procs.values() if isinstance(r, Replica))
-        return best
+        return self._known_configs()[-1]
 
     def _client_send(self, cid: str, op: ClientOp) -> None:
         replicas = self._current_config().replicas
@@ -530,24 +576,40 @@ class Simulation:
 
     # --- nemesis ----------------------------------------------------------------------------
 
-    def crash(self, pid: str) -> None:
-        """Kill ``pid`` now: its memory is gone; its durable records stay."""
-        self._log(f"crash {pid}")
+    def crash(self, pid: str, lose_disk: bool = False) -> None:
+        """Kill ``pid`` now: its memory is gone; its durable records stay unless
+        ``lose_disk``."""
+        self._log(f"crash {pid}" + (" losing its disk" if lose_disk else ""))
+        role = self.procs.pop(pid)
         self.alive.discard(pid)
-        del self.procs[pid]
+        if isinstance(role, Replica):
+            self.had_state[pid] = not role.recovering and not lose_disk
+        if lose_disk:
+            self.storage[pid] = []
+            self.disk_lost.add(pid)
+            self.checker.on_disk_lost(pid)
+            self.disk_losses += 1
         self.crashes += 1
+
+    def _has_state(self, rid: str) -> bool:
+        """The replica holds the replicated state, in memory or on its disk."""
+        if rid in self.alive:
+            return not self.procs[rid].recovering
+        return self.had_state.get(rid, False) and rid not in self.disk_lost
+
+    def _can_lose_disk(self, pid: str) -> bool:
+        role = role_of(pid)
+        if role == "leader":
+            return True  # it comes back with a fresh ballot identity
+        if role == "replica":
+            # The state survives the loss of a replica's disk only if another has it.
+            cfg = self._current_config()
+            return any(self._has_state(r) for r in cfg.replicas if r != pid)
+        return False  # an acceptor without its disk must not vote again: not simulated
 
     def _can_crash(self, pid: str) -> bool:
         role = role_of(pid)
         cfg = self._current_config()
-        if role == "replica":
-            # Replicas keep their state in memory only: keep one with state alive.
-            others = [
-                r
-                for r in cfg.replicas
-                if r != pid and r in self.alive and not self.procs[r].recovering
-            ]
-            return bool(others)
         if role == "acceptor":
             down = sum(1 for a in cfg.acceptors if a not in self.alive)
             return down < len(cfg.acceptors) - cfg.quorum
@@ -556,18 +618,44 @@ class Simulation:
     def _nemesis_crash(self) -> None:
         if not self.faulty:
             return
-        candidates = [p for p in sorted(self.alive) if self._can_crash(p)]
-        if candidates:
-            pid = self.rng.choice(candidates)
-            group = [pid]
-            if role_of(pid) == "leader" and self.rng.random() < 0.5:
-                # A leader's scout and commander live on its node: lose them together.
-                group += [p for p in (scout_of(pid), commander_of(pid)) if p in self.alive]
-            downtime = self.rng.randint(20, 600)
-            for p in group:
-                self.crash(p)
-                self._schedule(downtime, "restart", p)
+        group: list[str] = []
+        if self.faults.crash and self.rng.random() < 0.1:
+            # Every replica of the current configuration at once: each comes back from
+            # its own disk, with no peer to ask.
+            group = [r for r in self._current_config().replicas if r in self.alive]
+        else:
+            candidates = [p for p in sorted(self.alive) if self._can_crash(p)]
+            if self.faults.disk and not self.faults.crash:
+                candidates = [p for p in candidates if self._can_lose_disk(p)]
+            if candidates:
+                pid = self.rng.choice(candidates)
+                group = [pid]
+                if role_of(pid) == "leader" and self.rng.random() < 0.5:
+                    # A leader's scout and commander live on its node: lose them together.
+                    group += [p for p in (scout_of(pid), commander_of(pid)) if p in self.alive]
+        downtime = self.rng.randint(20, 600)
+        for p in group:
+            lose = (
+                self.faults.disk
+                and role_of(p) in ("leader", "replica")
+                and self.rng.random() < 0.4
+                and self._can_lose_disk(p)
+            )
+            self.crash(p, lose_disk=lose)
+            self._schedule(downtime, "restart", p)
         self._schedule(self.rng.randint(100, 700), "nemesis_crash", None)
+
+    def _nemesis_power(self) -> None:
+        """Power loss: every process crashes at once; all restart with their disks."""
+        if not self.faulty:
+            return
+        self._log("power loss")
+        self.power_losses += 1
+        downtime = self.rng.randint(20, 800)
+        for p in sorted(self.alive):
+            self.crash(p)
+            self._schedule(downtime, "restart", p)
+        self._schedule(self.rng.randint(800, 2500), "nemesis_power", None)
 
     def _nemesis_partition(self) -> None:
         if not self.faulty:
@@ -623,15 +711,20 @@ class Simulation:
         self._schedule(self.params.client_retry, "admin_retry", cmd_id)
 
     def _initial_config(self) -> Config:
-        return next(r.configs[0] for r in self.procs.values() if isinstance(r, Replica))
+        assert self._config0 is not None
+        return self._config0
 
     def _known_configs(self) -> tuple[Config, ...]:
+        """The longest configuration list a live replica with state knows (what a client
+        would discover); the last one seen if no such replica is up (a power loss)."""
         best: tuple[Config, ...] = ()
         for pid in sorted(self.alive):
             r = self.procs[pid]
-            if isinstance(r, Replica) and len(r.configs) > len(best):
+            if isinstance(r, Replica) and not r.recovering and len(r.configs) > len(best):
                 best = tuple(r.configs)
-        return best
+        if len(best) >= len(self._last_configs):
+            self._last_configs = best
+        return self._last_configs
 
     def _heal(self) -> None:
         self._log("heal: faults stop")
@@ -640,6 +733,7 @@ class Simulation:
         for pid in sorted(self.factories):
             if pid not in self.alive:
                 self._boot(pid, restarted=True)
+                self.disk_lost.discard(pid)
 
     # --- results -----------------------------------------------------------------------------
 
@@ -684,6 +778,8 @@ class Simulation:
             crashes=self.crashes,
             partitions=self.partitions,
             reconfigs=self.reconfigs,
+            power_losses=self.power_losses,
+            disk_losses=self.disk_losses,
             reconfig_pending=self.admin_pending is not None,
             trace=self.trace,
         )
@@ -695,3 +791,13 @@ class _ForgetfulTable(dict):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         return None
+
+
+class _NoPersistReplica(Replica):
+    """Bug injection for ``replica-no-persist``: a replica that applies and answers but
+    never makes what it applied durable."""
+
+    def _persist_applied(self) -> list[Effect]:
+        self._unsaved = []
+        self._checkpoint_due = False
+        return []
