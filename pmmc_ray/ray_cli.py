@@ -74,11 +74,37 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--namespace", default=None, help="deployment namespace (default: the config's, or pmmc)"
     )
 
-    p = sub.add_parser("up", parents=[common], help="deploy on an existing Ray cluster")
+    p = sub.add_parser(
+        "up",
+        parents=[common],
+        help="deploy on an existing Ray cluster, or re-attach to the deployment's data",
+        description=(
+            "Deploy on a running Ray cluster. If the data directory already holds this "
+            "namespace's deployment (after ray stop / ray start, ray down / ray up with the "
+            "same disks, or pmmc-ray down --keep-data), re-attach to it: every acknowledged "
+            "write is there. --fresh deletes that data first."
+        ),
+    )
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("-f", type=int, default=None, help="crashes to tolerate (default 1)")
-    p = sub.add_parser("down", parents=[common], help="remove a deployment and its data")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the namespace's existing data first and start a new deployment",
+    )
+    p = sub.add_parser(
+        "down",
+        parents=[common],
+        help="remove a deployment and delete its data (--keep-data to keep it)",
+        description=(
+            "Stop every actor of the deployment and delete its data on every node. With "
+            "--keep-data the data stays, and a later pmmc-ray up re-attaches to it. If no "
+            "deployment of that namespace runs in the cluster, the data left in this node's "
+            "data directory (per --config) is deleted."
+        ),
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the data directory")
+    p.add_argument("--config", help="deployment config file (for its data_dir)")
     p = sub.add_parser(
         "replace",
         parents=[common],
@@ -286,20 +312,62 @@ def _up(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config, namespace=args.namespace, f=args.f)
     args.namespace = cfg.namespace
-    dep = deploy(cfg, ray_address=args.address or "auto")
-    print(f"deployed {len(dep.names())} actors in namespace {cfg.namespace}")
+    dep = deploy(cfg, ray_address=args.address or "auto", fresh=args.fresh)
+    what = "re-attached" if dep.reattached else "deployed"
+    print(
+        f"{what} {len(dep.names())} actors in namespace {cfg.namespace} "
+        f"(deployment {dep.config.deployment_id}, data in {cfg.storage_dir()})"
+    )
     for note in dep.notes:
         print(f"note: {note}")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    from .runtime import connect
+    from .runtime import NotDeployedError, connect
 
-    args.namespace = args.namespace or "pmmc"
-    dep = connect(args.namespace, address=args.address)
+    cfg = _load_config(args.config, namespace=args.namespace)
+    args.namespace = cfg.namespace
+    try:
+        dep = connect(args.namespace, address=args.address)
+    except NotDeployedError:
+        return _down_data_only(cfg, args.keep_data)
     dep.shutdown(delete_data=not args.keep_data)
-    print(f"removed deployment {args.namespace}")
+    kept = f"; its data stays in {dep.config.storage_dir()}" if args.keep_data else ""
+    print(f"removed deployment {args.namespace}{kept}")
+    return 0
+
+
+def _down_data_only(cfg: Any, keep: bool) -> int:
+    """No deployment of that namespace runs: delete the data it left on this node."""
+    from .runtime.manifest import (
+        deploy_lock,
+        foreign_files,
+        held_by,
+        read_manifest,
+        remove_empty,
+        wipe,
+    )
+
+    sdir = cfg.storage_dir()
+    man = read_manifest(sdir)
+    if man is None:
+        if foreign_files(sdir):
+            return _err(f"{sdir} holds no pmmc-ray deployment manifest; not deleting it")
+        return _err(f"no deployment named {cfg.namespace!r} is running, and {sdir} has no data")
+    if keep:
+        print(f"deployment {man.deployment_id} is not running; its data stays in {sdir}")
+        return 0
+    with deploy_lock(sdir, f"pmmc-ray down pid {os.getpid()}"):
+        busy = held_by(sdir)
+        if busy:
+            return _err(f"{sdir} is in use by live processes: {'; '.join(busy[:3])}")
+        wipe(sdir)
+    remove_empty(sdir)
+    print(
+        f"deployment {man.deployment_id} was not running; deleted its data in {sdir} "
+        "(other nodes' data directories are not reachable from here)"
+    )
     return 0
 
 
@@ -329,16 +397,17 @@ def _status(args: argparse.Namespace) -> int:
     print(f"deployment {st['namespace']}")
     for note in st.get("notes", []):
         print(f"note: {note}")
-    cols = f"{'name':<14} {'node':<10} {'pid':>7} {'rst':>3}  details"
+    cols = f"{'name':<14} {'node':<15} {'pid':>7} {'rst':>3}  details"
     print(cols)
     for name, s in sorted(st["actors"].items()):
         if not isinstance(s, dict) or "error" in s:
             what = s.get("state", "unreachable") if isinstance(s, dict) else "unreachable"
             err = s.get("error", s) if isinstance(s, dict) else s
-            print(f"{name:<14} {'?':<10} {'?':>7} {'?':>3}  {what.upper()}: {err}")
+            print(f"{name:<14} {'?':<15} {'?':>7} {'?':>3}  {what.upper()}: {err}")
             continue
+        node = f"{s.get('node_ip', '?')}/{str(s.get('node_id', '?'))[:4]}"
         print(
-            f"{name:<14} {str(s.get('node_id', '?'))[:10]:<10} {s.get('pid', '?'):>7} "
+            f"{name:<14} {node:<15} {s.get('pid', '?'):>7} "
             f"{s.get('restarts') if s.get('restarts') is not None else '?':>3}  {_details(s)}"
         )
     rep = next(
@@ -355,7 +424,33 @@ def _status(args: argparse.Namespace) -> int:
             f"configuration epoch {c['epoch']} from slot {c['start_slot']}: replicas {c['replicas']}, "
             f"leaders {c['leaders']}, acceptors {c['acceptors']}"
         )
+    for line in action_lines(st):
+        print(line)
     return 0
+
+
+def action_lines(st: dict[str, Any]) -> list[str]:
+    """What an operator should do about the deployment in ``st`` (a status() result)."""
+    ns = st["namespace"]
+    out = []
+    for name, s in sorted(st["actors"].items()):
+        if not isinstance(s, dict):
+            continue
+        if s.get("refusing", "").startswith("storage lost") and name.startswith("acceptor-"):
+            out.append(
+                f"ACTION: {name} lost its storage and will never vote again; replace it: "
+                f"pmmc-ray replace {name} --namespace {ns}"
+            )
+        elif s.get("refusing"):
+            out.append(f"ACTION: {name} refuses to run: {s['refusing']}")
+        elif s.get("failed"):
+            out.append(
+                f"ACTION: {name} stopped after a protocol error ({s['failed']}); "
+                f"inspect its log, then replace it: pmmc-ray replace {name} --namespace {ns}"
+            )
+        elif "error" in s and s.get("state") in ("dead", "missing"):
+            out.append(f"ACTION: {name} is {s['state']}: {s['error']}")
+    return out
 
 
 def _details(s: dict[str, Any]) -> str:
@@ -370,6 +465,8 @@ def _details(s: dict[str, Any]) -> str:
         if s.get("recovering"):
             parts.append("recovering")
     elif role == "leader":
+        if s.get("storage_lost_at_start"):
+            parts.append("lost its storage: leads under a fresh identity")
         for e, ep in (s.get("epochs") or {}).items():
             b = ep.get("ballot", ["?", "?"])
             state = (

@@ -18,6 +18,7 @@ _EXPORTS = {
     "AsyncClient": "client",
     "Client": "client",
     "ConfigFileError": "config",
+    "DataDirError": "manifest",
     "Deployment": "deployment",
     "DeploymentConfig": "config",
     "HistoryRecorder": "client",

@@ -25,9 +25,13 @@ peer), one timer, or one client request. Its effects are executed as one unit:
 3. Timers are set (a timer of the same name replaces the pending one), client
    replies resolve the waiting :meth:`ReplicaActor.submit` calls.
 
-Restarts: Ray re-runs the constructor. Acceptors and leaders reload their records;
-replicas reload their configurations and recover state from a peer. An acceptor or
-leader whose storage is gone refuses to take part (see :class:`_Host`).
+Restarts: Ray re-runs the constructor, and every role reloads its records: an acceptor
+its promises and pvalues, a leader its ballot identity and rounds, a replica its last
+checkpoint and the decided slots after it. Without its storage, an acceptor refuses to
+take part (it must be replaced by reconfiguration), a leader takes a fresh ballot
+identity, and a replica recovers its state from a peer (see :class:`_Host`). Storage
+that belongs to another deployment, is locked by another live process or is in a
+format this version cannot read is refused, never touched.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import pickle
 import random
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,7 +72,7 @@ from ..core import (
 )
 from ..core.ids import commander_of, scout_of
 from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
-from .storage import RecordLog, storage_path
+from .storage import FileLock, RecordLog, StorageError, lock_path, remove_log, storage_path
 
 __all__ = [
     "AcceptorActor",
@@ -82,10 +87,23 @@ __all__ = [
 log = logging.getLogger("pmmc_ray.runtime")
 
 STORAGE_LOST = "storage lost: replace this acceptor by reconfiguration"
-LEADER_STORAGE_LOST = (
-    "storage lost: this leader cannot know which ballots it used; replace it by reconfiguration"
-)
+
+
+def _storage_lost_advice(name: str, namespace: str) -> str:
+    return (
+        f"{STORAGE_LOST} (it must never vote again): "
+        f"pmmc-ray replace {name} --namespace {namespace}"
+    )
+
+
 _LOOKUP_RETRY_S = 0.5
+_LOCK_WAIT_S = 10.0
+"""How long a starting actor waits for its storage lock: a killed predecessor on the
+same node may still be exiting. After that, another live process holds it."""
+
+
+class _Refused(Exception):
+    """This actor's storage cannot be used; the actor refuses to take part."""
 
 
 # --- values returned to clients ------------------------------------------------------------
@@ -224,7 +242,9 @@ class _Host:
         self.refusing: str | None = None
         self.failed: str | None = None
         self.storage: RecordLog | None = None
+        self._lock: FileLock | None = None
         self.first_start = False  # set when this start created the actor's storage
+        self.storage_lost = False  # set when this start found its storage gone
         self.metrics = _Metrics(name)
         self.faults = _Faults()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -263,31 +283,53 @@ class _Host:
     def _open_storage(self) -> list[Any] | None:
         """The durable records to rebuild from, or None if they are gone.
 
-        A storage file belongs to the deployment that created it (its id is in the
-        file). Our own file: load it, whatever Ray says about restarts. No file of ours
-        but a cluster-wide note that we created one before: it is gone, return None so
-        the caller refuses. Neither: this is the actor's first start in this deployment,
-        and anything at the path is a dead deployment's leftover, replaced.
+        Raises :class:`_Refused` when the storage must not be used: its lock is held by
+        another live process, it belongs to another deployment, or it is in a format
+        this version cannot read. Otherwise: our own file is loaded, whatever Ray says
+        about restarts. No file, but a cluster-wide note that we created one before (or
+        that the deployment was re-attached with us as a member): it is gone, so return
+        None. Neither: this is the actor's first start, with a new, empty log.
         """
         path = storage_path(self.cfg.storage_dir(), self.name)
         dep = self.cfg.deployment_id
+        holder = (
+            f"{self.name} pid {os.getpid()} on {socket.gethostname()}, "
+            f"namespace {self.ns}, deployment {dep}"
+        )
+        try:
+            self._lock = FileLock.acquire(lock_path(path), holder, timeout_s=_LOCK_WAIT_S)
+        except StorageError as e:
+            raise _Refused(f"storage in use: {e}") from None
         if dep is None:  # actors built outside deploy(): trust Ray's restart flag
-            if not self.reconstructed:
+            if not self.reconstructed and not RecordLog.exists(path):
                 self.storage = RecordLog.create(path)
                 self.first_start = True
                 return []
             if not RecordLog.exists(path):
                 return None
-            self.storage = RecordLog.open(path)
-            return self.storage.load()
-        if RecordLog.owner(path) == dep:
-            self.storage = RecordLog.open(path)
-            return self.storage.load()
+            return self._load(path)
+        owner = RecordLog.owner(path)
+        if owner is not None and owner != dep:
+            raise _Refused(
+                f"storage {path} belongs to deployment {owner or '(none)'}, not {dep}; "
+                "it is never loaded or overwritten"
+            )
+        if owner == dep:
+            return self._load(path)
         if self._created_storage_before():
             return None
         self._create_storage()
         self.first_start = True
         return []
+
+    def _load(self, path: Any) -> list[Any]:
+        try:
+            self.storage = RecordLog.open(path)
+            return self.storage.load()
+        except StorageError as e:
+            raise _Refused(str(e)) from None
+        except Exception as e:  # unreadable records: refuse, never guess
+            raise _Refused(f"storage {path} cannot be read: {type(e).__name__}: {e}") from None
 
     def _init_key(self) -> str:
         return f"init/{self.ns}/{self.cfg.deployment_id}/{self.name}"
@@ -301,13 +343,12 @@ class _Host:
 
     def _create_storage(self) -> None:
         path = storage_path(self.cfg.storage_dir(), self.name)
-        if path.exists():
-            log.warning("%s: replacing %s, left by another deployment", self.name, path)
         self.storage = RecordLog.create(path, self.cfg.deployment_id or "")
         if self.cfg.deployment_id is not None:
             internal_kv._internal_kv_put(self._init_key(), b"1", namespace=KV_NAMESPACE)
 
     def _refuse(self, reason: str) -> None:
+        self.role = None
         self.refusing = reason
         log.error(
             "%s REFUSES to take part in the protocol: %s (path %s)",
@@ -460,6 +501,14 @@ class _Host:
         """Readiness probe."""
         return "pong"
 
+    async def where(self) -> dict[str, Any]:
+        """Where this actor runs (cheap, unlike :meth:`status`)."""
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+        }
+
     async def set_faults(
         self,
         drop: float = 0.0,
@@ -485,12 +534,11 @@ class _Host:
         if self.storage is not None:
             self.storage.close()
             self.storage = None
-        path = storage_path(self.cfg.storage_dir(), self.name)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(f"{path}{suffix}")
-            except FileNotFoundError:
-                pass
+        if self._lock is None:
+            return False  # someone else's files (this actor refused to use them)
+        remove_log(storage_path(self.cfg.storage_dir(), self.name))
+        self._lock.release()
+        self._lock = None
         return True
 
     async def status(self) -> dict[str, Any]:
@@ -502,6 +550,7 @@ class _Host:
             "namespace": self.ns,
             "node_id": ctx.get_node_id(),
             "host": socket.gethostname(),
+            "node_ip": ray.util.get_node_ip_address(),
             "pid": os.getpid(),
             "restarts": self.restarts,
             "reconstructed": self.reconstructed,
@@ -516,6 +565,8 @@ class _Host:
         if self.storage is not None:
             st["storage"] = str(self.storage.path)
             st["storage_records"] = self.storage.count()
+        if self.storage_lost:
+            st["storage_lost_at_start"] = True
         if self.refusing is not None:
             st["refusing"] = self.refusing
         if self.failed is not None:
@@ -536,9 +587,16 @@ class _AcceptorHost(_Host):
     ROLE = "acceptor"
 
     def _build_role(self) -> Acceptor | None:
-        records = self._open_storage()
+        try:
+            records = self._open_storage()
+        except _Refused as e:
+            self._refuse(str(e))
+            return None
         if records is None:
-            self._refuse(STORAGE_LOST)
+            # An acceptor that forgot its promises could vote against them: it must
+            # never vote again. A new acceptor takes its place through the log.
+            self.storage_lost = True
+            self._refuse(_storage_lost_advice(self.name, self.ns))
             return None
         return Acceptor.recover(self.name, records)
 
@@ -559,13 +617,19 @@ class _LeaderHost(_Host):
     ROLE = "leader"
 
     def _build_role(self) -> Leader | None:
-        records = self._open_storage()
-        if records is None:
-            # Ballots are (round, leader id): without its records this leader cannot know
-            # which rounds it already used, and reusing one can decide two commands in a
-            # slot (C1). The core has no way to give it a fresh identity, so it refuses.
-            self._refuse(LEADER_STORAGE_LOST)
+        try:
+            records = self._open_storage()
+        except _Refused as e:
+            self._refuse(str(e))
             return None
+        if records is None:
+            # Without its records this leader cannot know which rounds it used. It takes
+            # a fresh ballot identity (Leader.recover persists it before any ballot), so
+            # none of its ballots can equal one it made before, and leads again.
+            log.warning("%s: storage lost; leading again under a fresh ballot identity", self.name)
+            self.storage_lost = True
+            self._create_storage()
+            records = []
         return Leader.recover(
             self.name,
             self.cfg.initial_config(),
@@ -573,6 +637,8 @@ class _LeaderHost(_Host):
             records,
             scout_id=scout_of(self.name),
             commander_id=commander_of(self.name),
+            # 64 random bits: used only if the records hold no identity yet.
+            fresh_identity=f"{self.name}/{uuid.uuid4().hex[:16]}",
         )
 
     def _before_step(self) -> Any:
@@ -596,6 +662,7 @@ class _LeaderHost(_Host):
     def _role_status(self) -> dict[str, Any]:
         r = self.role
         return {
+            "identity": r.identity,
             "max_round": r.max_round,
             "timeout": r.timeout,
             "epochs": {
@@ -665,19 +732,30 @@ class _ReplicaHost(_Host):
         ]
         super().__init__(name, config)
 
-    def _build_role(self) -> Replica:
+    def _build_role(self) -> Replica | None:
         app = load_app_class(self.cfg.app)()
         configs = tuple(self.join) or (self.cfg.initial_config(),)
-        records = self._open_storage()
+        try:
+            records = self._open_storage()
+        except _Refused as e:
+            self._refuse(str(e))
+            return None
         if records is None:
-            # A replica keeps only its configurations on disk and recovers everything
-            # else from a peer anyway; without them it starts from epoch 0's members.
-            log.warning("%s: storage lost; recovering with the initial configuration", self.name)
+            # Its checkpoint and decided slots are gone: it recovers the state from a
+            # peer (state transfer) before it serves, and writes it to a new log.
+            log.warning("%s: storage lost; recovering the state from a peer", self.name)
+            self.storage_lost = True
             self._create_storage()
-            records = []
-        if not self.first_start:
-            return Replica.recover(self.name, configs, app, self.timing, records)
-        return Replica(self.name, configs, app, self.timing, recovering=bool(self.join))
+            return Replica(self.name, configs, app, self.timing, recovering=True)
+        if self.first_start:
+            return Replica(self.name, configs, app, self.timing, recovering=bool(self.join))
+        try:
+            return Replica.recover(
+                self.name, configs, app, self.timing, records, joined=bool(self.join)
+            )
+        except ValueError as e:
+            self._refuse(f"storage cannot be replayed: {e}")
+            return None
 
     def _before_step(self) -> Any:
         return self.role.slot_out

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..core import Config, Timing
@@ -62,11 +62,13 @@ class DeploymentConfig(BaseModel):
     scout_retry: int = Field(300, ge=1)
     retire_check: int = Field(1000, ge=1)
     keep_decisions: int = Field(10_000, ge=1)
+    snapshot_every: int = Field(1000, ge=1)
     max_entries_per_message: int = Field(256, ge=1)
 
     data_dir: str = "~/.pmmc-ray/data"
     app: str = Field("pmmc_ray.app:KVStore", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    spread_acceptors: bool = True
+    spread: bool = True
+    """Place the members of each role on different Ray nodes when there are enough."""
     deployment_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
     """Set by :func:`pmmc_ray.deploy` (a fresh uuid per deployment); ties each actor's
     storage file to the deployment that created it. Leave it unset."""

@@ -1,10 +1,14 @@
-"""Create, find, inspect, disturb and remove deployments on a Ray cluster.
+"""Create, re-attach, find, inspect, disturb and remove deployments on a Ray cluster.
 
 A deployment is a set of detached, named actors in one Ray namespace (its name is the
 deployment's ``namespace``): ``acceptor-i``, ``replica-i``, ``leader-i`` with its
-``scout-i`` and ``commander-i``. Its :class:`DeploymentConfig` is stored in the GCS
-key-value store, so :func:`connect` from any driver of the cluster can rebuild a
-:class:`Deployment` handle by namespace alone.
+``scout-i`` and ``commander-i``. Its :class:`DeploymentConfig` and members are stored
+in the GCS key-value store, so :func:`connect` from any driver of the cluster can
+rebuild a :class:`Deployment` handle by namespace alone, and in the data directory's
+manifest (:mod:`.manifest`), so that :func:`deploy` re-attaches to the data after the
+whole Ray cluster was stopped and started again (DESIGN 4b). Wiping data is always an
+explicit act: :meth:`Deployment.shutdown` (``pmmc-ray down``) or ``deploy(fresh=True)``
+(``pmmc-ray up --fresh``).
 
 Ray authentication: when :func:`deploy` starts a local Ray itself it leaves Ray's
 default, which in Ray 2.59+ is token authentication for new local clusters unless
@@ -18,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,13 +32,26 @@ import ray
 from ray.experimental import internal_kv
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ..core.ids import commander_of, scout_of
+from ..core.ids import commander_of, role_of, scout_of
+from . import placement
 from .actors import ACTOR_CLASSES
 from .client import AsyncClient, Client, HistoryRecorder
 from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
+from .manifest import (
+    DataDirError,
+    Manifest,
+    config_differences,
+    deploy_lock,
+    foreign_files,
+    held_by,
+    read_manifest,
+    wipe,
+    write_manifest,
+)
 
 __all__ = [
     "AlreadyDeployedError",
+    "DataDirError",
     "Deployment",
     "NotDeployedError",
     "connect",
@@ -43,6 +61,7 @@ __all__ = [
 log = logging.getLogger("pmmc_ray.runtime")
 
 _KV_NAMESPACE = KV_NAMESPACE
+_LOCK_GRACE_S = 5.0
 
 
 class AlreadyDeployedError(RuntimeError):
@@ -89,8 +108,20 @@ def _live_actor_names(namespace: str) -> list[str]:
     )
 
 
-def _alive_nodes() -> list[str]:
-    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+def _alive_nodes() -> list[tuple[str, str]]:
+    """(node id, address) of every alive node, in a stable order."""
+    return sorted(
+        ((n["NodeID"], n.get("NodeManagerAddress", "")) for n in ray.nodes() if n.get("Alive")),
+        key=lambda x: (x[1], x[0]),
+    )
+
+
+def _holder() -> str:
+    return f"pmmc-ray driver pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _init_prefix(namespace: str, deployment_id: str | None) -> str:
+    return f"init/{namespace}/{deployment_id}/"
 
 
 @dataclass
@@ -101,6 +132,12 @@ class Deployment:
     notes: list[str] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
     """Every actor ever created in this deployment (reconfiguration adds to it)."""
+    joined: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Replicas added by reconfiguration -> the configurations they were created with."""
+    placement: dict[str, str] = field(default_factory=dict)
+    """member -> address of the node it last ran on (kept in the manifest)."""
+    reattached: bool = False
+    """True when :func:`deploy` re-attached to existing data instead of starting fresh."""
     _handles: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -118,15 +155,35 @@ class Deployment:
         return out
 
     def _save(self) -> None:
-        """Record config, notes and members in the cluster, for :func:`connect`."""
+        """Record config, notes and members in the cluster, for :func:`connect`, and in
+        the data directory's manifest when this driver's node holds it."""
         internal_kv._internal_kv_put(
             _kv_key(self.namespace),
             json.dumps(
-                {"config": self.config.model_dump(), "notes": self.notes, "members": self.names()}
+                {
+                    "config": self.config.model_dump(),
+                    "notes": self.notes,
+                    "members": self.names(),
+                    "joined": self.joined,
+                    "placement": self.placement,
+                }
             ),
             overwrite=True,
             namespace=_KV_NAMESPACE,
         )
+        sdir = self.config.storage_dir()
+        try:
+            with deploy_lock(sdir, _holder()):
+                man = read_manifest(sdir)
+                if man is None or man.deployment_id != self.config.deployment_id:
+                    return  # the manifest lives on the node that deployed; not this one
+                man.members = self.names()
+                man.joined = dict(self.joined)
+                man.placement = dict(self.placement)
+                man.config = self.config.model_dump(exclude={"deployment_id"})
+                write_manifest(sdir, man)
+        except (DataDirError, OSError) as e:
+            log.warning("deployment %s: manifest not updated: %s", self.namespace, e)
 
     def configurations(self, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         """The configurations (epochs) known to the most advanced reachable replica."""
@@ -178,28 +235,23 @@ class Deployment:
             for n in names:
                 if not n.startswith(f"{role}-") or not n.removeprefix(f"{role}-").isdigit():
                     raise ValueError(f"reconfigure: {n!r} is not a valid {role} name ({role}-N)")
-        opts = self._actor_options()
-        dump = self.config.model_dump()
         created: list[str] = []
         for role, names in (("acceptor", new["acceptor"]), ("leader", new["leader"])):
             for n in names:
                 if n in self.names():
                     continue
-                group = [n] if role == "acceptor" else [scout_of(n), commander_of(n), n]
-                for g in group:
-                    cls = ACTOR_CLASSES[g.split("-", 1)[0]]
-                    self._handles[g] = cls.options(name=g, **opts).remote(g, dump)
-                    created.append(g)
+                created += [n] if role == "acceptor" else [scout_of(n), commander_of(n), n]
         for n in new["replica"]:
             if n not in self.names():
-                cls = ACTOR_CLASSES["replica"]
-                self._handles[n] = cls.options(name=n, max_concurrency=10_000, **opts).remote(
-                    n, dump, configs
-                )
                 created.append(n)
+                self.joined[n] = configs
+        where = self._plan([*self.names(), *created])
+        for n in created:
+            self._start(n, where.get(n))
         self.members = self.names() + created
         self._save()
         self.wait_ready(timeout_s, names=created)
+        self._record_placement(created)
         op = Reconfigure(tuple(new["replica"]), tuple(new["leader"]), tuple(new["acceptor"]))
         client = Client(self.config, timeout_s=timeout_s, replicas=list(cur["replicas"]))
         return int(client.execute(op))
@@ -227,6 +279,34 @@ class Deployment:
             max_task_retries=0,
             num_cpus=0,
         )
+
+    def _plan(self, names: list[str]) -> dict[str, str]:
+        """member -> node id to place it on (see :mod:`.placement`)."""
+        if not self.config.spread:
+            return {}
+        return placement.plan(names, _alive_nodes(), self.placement)
+
+    def _start(self, name: str, node_id: str | None) -> None:
+        """Create the actor ``name`` (on ``node_id`` if given, softly: if that node
+        cannot take it, Ray places it elsewhere)."""
+        role = role_of(name)
+        opts = self._actor_options()
+        if node_id is not None:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+        if role == "replica":
+            # Every waiting client holds one call slot on its replica; leave room.
+            opts["max_concurrency"] = 10_000
+        args: tuple = (name, self.config.model_dump())
+        if role == "replica" and name in self.joined:
+            args += (self.joined[name],)
+        self._handles[name] = ACTOR_CLASSES[role].options(name=name, **opts).remote(*args)
+
+    def _record_placement(self, names: list[str]) -> None:
+        """Remember which node address each of ``names`` runs on (for re-attaching)."""
+        for n, w in self._gather("where", 10.0, names=names).items():
+            if isinstance(w, dict) and w.get("node_ip"):
+                self.placement[n] = w["node_ip"]
+        self._save()
 
     def handle(self, name: str) -> Any:
         """The actor handle of ``name`` (raises ValueError if it does not exist)."""
@@ -364,10 +444,15 @@ class Deployment:
         if not restart:
             self._handles.pop(name, None)
 
-    def _abort(self) -> None:
+    def _abort(self, delete_data: bool) -> None:
         """Undo a failed deploy: kill only the actors this call created (a racing deploy
-        of the same namespace may own the names), and leave the stored config alone
-        unless it is ours."""
+        of the same namespace may own the names); a new deployment's actors first delete
+        the files they created (nothing was ever acknowledged from them)."""
+        if delete_data and self._handles:
+            try:
+                self._gather("destroy_storage", 5.0, names=list(self._handles))
+            except Exception:
+                pass
         for h in self._handles.values():
             try:
                 ray.kill(h, no_restart=True)
@@ -380,13 +465,23 @@ class Deployment:
                 self.config.deployment_id
             ):
                 internal_kv._internal_kv_del(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
+            internal_kv._internal_kv_del(
+                _init_prefix(self.namespace, self.config.deployment_id),
+                del_by_prefix=True,
+                namespace=_KV_NAMESPACE,
+            )
         except Exception:
             pass
 
     def shutdown(self, delete_data: bool = True) -> None:
-        """Kill every actor for good, forget the deployment, and delete its data."""
+        """Kill every actor for good and forget the deployment in the cluster.
+
+        ``delete_data`` (the default) also deletes its data: each actor deletes its own
+        files (they may be on other nodes), then the data directory on this node goes.
+        With ``delete_data=False`` the data and the manifest stay, and a later
+        :func:`deploy` with the same namespace and data directory re-attaches to them.
+        """
         if delete_data:
-            # Each actor deletes its own file (it may be on another node).
             self._gather("destroy_storage", 5.0)
         for n in self.names():
             try:
@@ -410,8 +505,24 @@ def deploy(
     *,
     ray_address: str | None = None,
     ready_timeout_s: float = 180.0,
+    fresh: bool = False,
 ) -> Deployment:
-    """Create every actor of a deployment and wait until all answer ``ping``.
+    """Start a deployment, or re-attach to its data, and wait until every actor answers.
+
+    The data directory is ``{data_dir}/{namespace}`` on this node:
+
+    - it holds this namespace's manifest (``deployment.json``, left by an earlier
+      deploy whose Ray cluster was stopped, or by ``shutdown(delete_data=False)``):
+      re-attach. Same deployment id and members; every actor reloads its own log, so
+      every acknowledged write is there. ``replicas``, ``leaders``, ``acceptors``,
+      ``app`` and ``window`` must match the stored config; timing fields may change.
+    - it is empty or absent: a new deployment (a fresh id), and a new manifest.
+    - ``fresh=True``: delete whatever is there first (explicitly starting over).
+
+    Refused with :class:`DataDirError`, changing nothing: a directory whose locks are
+    held by live processes (another Ray cluster on this host deploying the same
+    namespace, say), files without a manifest (another tool's, or an older format), a
+    manifest this version cannot read, or a config that does not match the data.
 
     Starts a local Ray (``num_cpus=os.cpu_count()``, no dashboard) if Ray is not
     initialized and ``ray_address`` is None; connects to ``ray_address`` otherwise.
@@ -419,7 +530,6 @@ def deploy(
     """
     cfg = _coerce(config)
     load_app_class(cfg.app)  # fail here, clearly, rather than in every actor
-    cfg = cfg.model_copy(update={"deployment_id": uuid.uuid4().hex})
     _ensure_ray(cfg.namespace, ray_address, start_local=True)
     ns = cfg.namespace
     live = _live_actor_names(ns)
@@ -428,51 +538,104 @@ def deploy(
             f"namespace {ns!r} already deployed ({len(live)} live actors, e.g. {live[0]}); "
             "use connect() or shut it down first"
         )
-    dep = Deployment(cfg)
-    nodes = _alive_nodes()
-    n_acc = len(cfg.acceptor_ids())
-    spread = cfg.spread_acceptors and len(nodes) > 1
-    if cfg.spread_acceptors and len(nodes) < n_acc:
-        note = (
-            f"only {len(nodes)} alive node(s) for {n_acc} acceptors: a node failure can take "
-            "down more than one acceptor"
-        )
-        dep.notes.append(note)
-        log.warning("deployment %s: %s", ns, note)
-    if os.path.isdir(cfg.storage_dir()) and os.listdir(cfg.storage_dir()):
-        note = f"discarding stale data of a dead deployment in {cfg.storage_dir()}"
-        dep.notes.append(note)
-        log.warning("deployment %s: %s", ns, note)
-    dump = cfg.model_dump()
-    dep.members = dep.names()
-    dep._save()
-    opts = dep._actor_options()
-    try:
-        for i, name in enumerate(cfg.acceptor_ids()):
-            extra: dict[str, Any] = {}
-            if spread:
-                node = nodes[i % len(nodes)]
-                extra["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-            dep._handles[name] = (
-                ACTOR_CLASSES["acceptor"].options(name=name, **opts, **extra).remote(name, dump)
+    sdir = cfg.storage_dir()
+    with deploy_lock(sdir, _holder()):
+        busy = held_by(sdir)
+        deadline = time.monotonic() + _LOCK_GRACE_S
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.25)  # processes of a cluster that was just stopped may be exiting
+            busy = held_by(sdir)
+        if busy:
+            raise DataDirError(
+                f"{sdir} is in use by live processes (another Ray cluster deploying "
+                f"namespace {ns!r} on this host?): {'; '.join(busy[:3])}; nothing was changed"
             )
-        for name in cfg.replica_ids():
-            # Every waiting client holds one call slot on its replica; leave room.
-            dep._handles[name] = (
-                ACTOR_CLASSES["replica"]
-                .options(name=name, max_concurrency=10_000, **opts)
-                .remote(name, dump)
-            )
-        for lid in cfg.leader_ids():
-            for role, name in (("scout", scout_of(lid)), ("commander", commander_of(lid))):
-                dep._handles[name] = (
-                    ACTOR_CLASSES[role].options(name=name, **opts).remote(name, dump)
+        if fresh:
+            wipe(sdir)
+        man = read_manifest(sdir)
+        if man is None:
+            leftovers = foreign_files(sdir)
+            if leftovers:
+                raise DataDirError(
+                    f"{sdir} holds files but no {ns!r} deployment manifest (another tool's "
+                    f"data, or an older pmmc-ray format): {', '.join(leftovers[:5])}; nothing "
+                    "was changed. Choose another data_dir or namespace, or wipe it with "
+                    "fresh=True (pmmc-ray up --fresh)"
                 )
-            dep._handles[lid] = ACTOR_CLASSES["leader"].options(name=lid, **opts).remote(lid, dump)
-        dep.wait_ready(ready_timeout_s)
-    except BaseException:
-        dep._abort()
-        raise
+            cfg = cfg.model_copy(update={"deployment_id": uuid.uuid4().hex})
+            man = Manifest(
+                ns, str(cfg.deployment_id), cfg.model_dump(exclude={"deployment_id"}), []
+            )
+            dep = Deployment(cfg)
+            dep.members = dep.names()
+            man.members = dep.members
+            write_manifest(sdir, man)
+        else:
+            dep = _reattach(cfg, man, sdir)
+        n_nodes = len(_alive_nodes())
+        counts = {r: 0 for r in ("acceptor", "replica", "leader")}
+        for n in dep.names():
+            if role_of(n) in counts:
+                counts[role_of(n)] += 1
+        if cfg.spread:
+            for note in placement.spread_warnings(counts, n_nodes):
+                dep.notes.append(note)
+                log.warning("deployment %s: %s", ns, note)
+        try:
+            where = dep._plan(dep.names())
+            for name in dep.names():
+                dep._start(name, where.get(name))
+            dep.wait_ready(ready_timeout_s)
+        except BaseException:
+            dep._abort(delete_data=not dep.reattached)
+            if not dep.reattached:
+                wipe(sdir)
+            raise
+        man.state = "ready"
+        man.members = dep.names()
+        write_manifest(sdir, man)
+    dep._record_placement(dep.names())  # also saves the record for connect()
+    return dep
+
+
+def _reattach(cfg: DeploymentConfig, man: Manifest, sdir: Any) -> Deployment:
+    """A Deployment handle on the existing data described by ``man``."""
+    ns = cfg.namespace
+    if man.namespace != ns:
+        raise DataDirError(
+            f"{sdir} holds namespace {man.namespace!r}, not {ns!r}; nothing was changed"
+        )
+    diffs = config_differences(man.config, cfg)
+    if diffs:
+        raise DataDirError(
+            f"{sdir} holds deployment {man.deployment_id} with another shape: "
+            + "; ".join(diffs)
+            + ". Deploy it with the same config, or wipe it with fresh=True "
+            "(pmmc-ray up --fresh); nothing was changed"
+        )
+    cfg = cfg.model_copy(update={"deployment_id": man.deployment_id})
+    dep = Deployment(
+        cfg,
+        members=list(man.members),
+        joined=dict(man.joined),
+        placement=dict(man.placement),
+        reattached=True,
+    )
+    dep.notes.append(
+        f"re-attached to the data of deployment {man.deployment_id} in {sdir} "
+        f"({len(man.members)} members)"
+    )
+    if man.state == "ready":
+        # Every member created its log before this deployment first became ready: a
+        # member that finds no log now has lost it (an acceptor must then refuse).
+        for name in man.members:
+            internal_kv._internal_kv_put(
+                _init_prefix(ns, man.deployment_id) + name,
+                b"1",
+                overwrite=True,
+                namespace=_KV_NAMESPACE,
+            )
+    log.warning("deployment %s: %s", ns, dep.notes[-1])
     return dep
 
 
@@ -484,12 +647,18 @@ def connect(namespace: str, *, address: str | None = None) -> Deployment:
     _ensure_ray(namespace, address, start_local=False)
     raw = internal_kv._internal_kv_get(_kv_key(namespace), namespace=_KV_NAMESPACE)
     if raw is None:
-        raise NotDeployedError(f"no deployment named {namespace!r} in this Ray cluster")
+        raise NotDeployedError(
+            f"no deployment named {namespace!r} in this Ray cluster; if its data survived a "
+            f"cluster restart, re-attach with deploy() or pmmc-ray up --namespace {namespace} "
+            "and the same data_dir"
+        )
     data = json.loads(raw)
     dep = Deployment(
         DeploymentConfig.model_validate(data["config"]),
         list(data.get("notes", [])),
         list(data.get("members", [])),
+        dict(data.get("joined", {})),
+        dict(data.get("placement", {})),
     )
     if not _live_actor_names(namespace):
         raise NotDeployedError(f"deployment {namespace!r} is recorded but has no live actors")

@@ -69,14 +69,14 @@ def make_deployment(ray_session: Any, data_dir: str) -> Iterator[Callable[..., A
 
     made: list[Any] = []
 
-    def make(name: str, **overrides: Any) -> Any:
+    def make(name: str, *, fresh: bool = False, **overrides: Any) -> Any:
         cfg = {
             "namespace": f"t-{name}-{uuid.uuid4().hex[:6]}",
             "data_dir": data_dir,
             **TEST_TIMING,
             **overrides,
         }
-        dep = deploy(cfg)
+        dep = deploy(cfg, fresh=fresh)
         made.append(dep)
         return dep
 
