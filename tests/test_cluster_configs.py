@@ -21,12 +21,12 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # a dependency of ray[default], like yaml: `ray up` validates with it
 import pytest
-import tomllib
 import yaml
 
 from pmmc_ray.runtime.config import DeploymentConfig
@@ -425,7 +425,7 @@ def test_deployment_config_puts_the_data_dir_on_the_persistent_disk():
     cfg = DeploymentConfig.from_file(CONFIGS / "deployment.toml")
     assert cfg.data_dir == DATA_DIR
     assert cfg.storage_dir().is_relative_to(DATA_DIR)
-    assert len(cfg.acceptor_ids()) == 3 and cfg.spread_acceptors
+    assert len(cfg.acceptor_ids()) == 3 and cfg.spread
 
 
 def test_mount_script_parses_and_makes_a_plain_data_directory(tmp_path):
