@@ -96,3 +96,58 @@ def test_recover_rebuilds_exactly_the_persisted_state():
 def test_messages_for_other_roles_are_ignored():
     a = Acceptor("acceptor-0")
     assert a.handle(P1b("acceptor-1", 0, ballot(1), ballot(1), ()), 0) == []
+
+
+def test_collect_forgets_pvalues_below_the_mark_and_refuses_them_after():
+    """Paper 4.2: a collected slot is decided; the mark travels in every p1b and p2b."""
+    from pmmc_ray.core.messages import AcceptorCollected, Collect
+
+    a = Acceptor("acceptor-0")
+    a.handle(P2a("commander-0", 0, ballot(1), ((1, X), (2, Y), (3, X))), 0)
+    assert a.handle(Collect("leader-0", 0, 3), 0) == [Persist(AcceptorCollected(0, 3))]
+    assert set(a.state(0).accepted) == {3}
+    assert a.handle(Collect("leader-0", 0, 2), 0) == []  # stale: the mark never goes back
+    effects = a.handle(P2a("commander-0", 0, ballot(1), ((2, Y), (4, Y))), 0)
+    assert effects == [
+        Persist(AcceptorAccept(0, (PValue(ballot(1), 4, Y),))),
+        Send("commander-0", P2b("acceptor-0", 0, ballot(1), ballot(1), (4,), 3)),
+    ]
+    (p1b,) = [
+        e.msg for e in a.handle(P1a("scout-1", 0, ballot(2), floor=4), 0) if isinstance(e, Send)
+    ]
+    assert p1b.collected_below == 3
+    assert [pv.slot for pv in p1b.accepted] == [4]  # 3 is below the p1a's floor
+    back = Acceptor.recover(
+        "acceptor-0", [AcceptorAccept(0, (PValue(ballot(1), 1, X),)), AcceptorCollected(0, 3)]
+    )
+    assert back.state(0).collected_below == 3 and back.state(0).accepted == {}
+
+
+def test_a_pvalue_already_held_is_acknowledged_without_persisting_it_again():
+    a = Acceptor("acceptor-0")
+    a.handle(P2a("commander-0", 0, ballot(1), ((1, X),)), 0)
+    effects = a.handle(P2a("commander-0", 0, ballot(1), ((1, X), (2, Y))), 0)
+    assert effects[0] == Persist(AcceptorAccept(0, (PValue(ballot(1), 2, Y),)))
+    assert effects[1].msg.slots == (1, 2)
+    assert a.handle(P2a("commander-0", 0, ballot(1), ((1, X),)), 0) == [
+        Send("commander-0", P2b("acceptor-0", 0, ballot(1), ballot(1), (1,)))
+    ]
+
+
+def test_the_log_is_compacted_into_one_snapshot_record():
+    from pmmc_ray.core.acceptor import COMPACT_SLACK
+    from pmmc_ray.core.messages import AcceptorSnapshot, Collect
+
+    a = Acceptor("acceptor-0")
+    records = []
+    for s in range(1, COMPACT_SLACK + 40):
+        records += [
+            e.record
+            for e in a.handle(P2a("c", 0, ballot(1), ((s, X),)), 0)
+            if isinstance(e, Persist)
+        ]
+    effects = a.handle(Collect("leader-0", 0, COMPACT_SLACK + 38), 0)
+    snap = effects[-1].record
+    assert isinstance(snap, AcceptorSnapshot)
+    back = Acceptor.recover("acceptor-0", [snap])
+    assert back.epochs == a.epochs and back.records == a.records == 1

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from helpers import ballot, batch
+from helpers import ballot, batch, sends
 
-from pmmc_ray.core import Leader, Persist, PValue, Send, SetTimer, Timer
+from pmmc_ray.core import Config, Leader, Persist, PValue, Send, SetTimer, Timer
 from pmmc_ray.core.messages import (
     Adopted,
     EpochQuery,
@@ -195,3 +195,38 @@ def test_leader_not_in_a_config_ignores_its_proposals(config, timing):
     ldr = Leader("leader-9", config, timing, scout_id="scout-9", commander_id="commander-9")
     assert ldr.start(0) == [SetTimer("tick", timing.ping_interval)]
     assert ldr.handle(Propose("replica-0", config, 1, ((1, X),)), 0) == []
+
+
+def test_collect_point_is_the_minimum_durable_slot_out_of_every_replica_known(config, timing):
+    """Paper 4.2: acceptors forget a slot only once every replica that could need it,
+    including the members of newer configurations, has it on disk."""
+    from pmmc_ray.core.messages import Collect, Progress
+
+    ldr = make(config, timing)
+    ldr.start(0)
+    ldr.handle(Adopted(0, ballot(0), ()), 0)
+    ldr.handle(Progress("replica-0", 7, config), 0)
+    tick = [m for d, m in sends(ldr.handle(Timer("tick"), 20)) if isinstance(m, Collect)]
+    assert tick == []  # replica-1 has not reported
+    newer = Config(1, 9, ("replica-0", "replica-9"), config.leaders, config.acceptors)
+    ldr.handle(Progress("replica-1", 5, newer), 0)
+    assert [m for _, m in sends(ldr.handle(Timer("tick"), 40)) if isinstance(m, Collect)] == []
+    ldr.handle(Progress("replica-9", 6, newer), 0)
+    effects = ldr.handle(Timer("tick"), 60)
+    assert [(d, m) for d, m in sends(effects) if isinstance(m, Collect)] == [
+        (a, Collect("leader-0", 0, 5)) for a in config.acceptors
+    ]
+    # no phase 2 below the point, even for a late proposal
+    late = ldr.handle(Propose("replica-0", config, 1, ((4, batch(("get", "k"))),)), 70)
+    assert [m for _, m in sends(late) if isinstance(m, Phase2)] == []
+
+
+def test_adoption_never_runs_phase_2_below_a_reported_collected_mark(config, timing):
+    ldr = make(config, timing)
+    ldr.start(0)
+    ldr.handle(
+        Propose("replica-0", config, 1, ((3, batch(("get", "a"))), (6, batch(("get", "b"))))), 0
+    )
+    effects = ldr.handle(Adopted(0, ballot(0), (), collected_below=5), 0)
+    (p2,) = [m for _, m in sends(effects) if isinstance(m, Phase2)]
+    assert [s for s, _ in p2.entries] == [6]

@@ -92,6 +92,7 @@ def test_f2_deployment_is_clean():
     "bug, expected",
     [
         ("acceptor-amnesia", {"A1", "A3"}),
+        ("acceptor-forgets-collected", {"G1", "C2", "A5", "R1"}),
         ("leader-reuses-ballot", {"B1"}),
         ("leader-amnesia", {"B1"}),
         ("no-dedup", {"R1", "R3", "linearizability", "convergence"}),

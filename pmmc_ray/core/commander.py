@@ -119,6 +119,10 @@ class Commander:
         if m.ballot > run.ballot:
             del self.runs[m.epoch]
             return [Send(self.leader, Preempted(m.epoch, run.ballot, m.ballot))]
+        if m.collected_below > 0:
+            # Decided and collected (paper 4.2): the replicas have these; stop trying.
+            for slot in [s for s in run.pending if s < m.collected_below]:
+                del run.pending[slot]
         decided: list[tuple[int, Batch]] = []
         quorum = run.config.quorum
         n = len(run.config.acceptors)

@@ -26,6 +26,16 @@ again at once.
 
 A ballot identity is ``"<leader process id>"`` or ``"<leader process id>/<nonce>"``;
 :func:`pmmc_ray.core.ids.leader_of_ballot` maps it back to the process to ping.
+
+Garbage collection (paper 4.2): replicas report their durable ``slot_out`` and their
+newest configuration in :class:`Progress` on their ticks. For each epoch, the minimum
+over those reports of the replicas of that configuration and of every newer one the
+leader knows is its collect point: every slot below it is applied, and on disk, at every replica that could ever
+need it. The leader drops its proposals below that point, tells the epoch's acceptors
+to forget them (:class:`Collect`, on its tick, re-sent now and then), asks for no
+pvalue below it in phase 1 (the p1a's floor), and never runs phase 2 below it or below
+a collected mark an acceptor reported: such a slot is decided, and its pvalues may be
+gone, so it is not an empty slot.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from dataclasses import dataclass, field
 from .ids import leader_of_ballot
 from .messages import (
     Adopted,
+    Collect,
     DurableRecord,
     Effect,
     EpochQuery,
@@ -48,6 +59,7 @@ from .messages import (
     Ping,
     Pong,
     Preempted,
+    Progress,
     Propose,
     Retire,
     Send,
@@ -77,6 +89,9 @@ class LeaderEpoch:
     decided_below: int = 0
     requested: set[int] = field(default_factory=set)  # slots replicas proposed to us
     last_propose: int = 0
+    collected_below: int = 0  # decided and known to every replica: never phase 2 below
+    collect_sent: int = 0  # the point last sent to the acceptors in a Collect
+    collect_at: int = 0  # when it was sent
 
 
 class Leader:
@@ -104,6 +119,8 @@ class Leader:
         self.max_round = max_round  # highest round ever persisted
         self.retired_upto = retired_upto  # every epoch <= this is retired for good
         self.reported: dict[str, int] = {}  # replica -> highest slot_out it proposed with
+        self.progress: dict[str, int] = {}  # replica -> highest durable slot_out (Progress)
+        self.known_configs: dict[int, Config] = {config.epoch: config}
         self.timeout = timing.timeout_initial
         self.epochs: dict[int, LeaderEpoch] = {}
         self._initial = config
@@ -165,6 +182,10 @@ class Leader:
         match msg:
             case Propose():
                 effects = self._on_propose(msg, now)
+            case Progress():
+                self.progress[msg.src] = max(self.progress.get(msg.src, 0), msg.slot_out)
+                self.known_configs.setdefault(msg.config.epoch, msg.config)
+                effects = []
             case Adopted():
                 effects = self._on_adopted(msg)
             case Preempted():
@@ -190,20 +211,41 @@ class Leader:
     def _join(self, config: Config, now: int) -> LeaderEpoch:
         ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.identity), last_propose=now)
         self.epochs[config.epoch] = ep
+        self.known_configs.setdefault(config.epoch, config)
         return ep
+
+    def _collect_point(self, epoch: int) -> int:
+        """Every slot below this is applied and durable at every replica of ``epoch``'s
+        configuration and of every newer one known here (0 if one has not reported)."""
+        replicas = {r for e, c in self.known_configs.items() if e >= epoch for r in c.replicas}
+        return min((self.progress.get(r, 0) for r in replicas), default=0)
+
+    def _collected(self, ep: LeaderEpoch, below: int) -> None:
+        """Slots below ``below`` are decided and known to every replica: forget them."""
+        if below <= ep.collected_below:
+            return
+        ep.collected_below = below
+        ep.proposals = {s: b for s, b in ep.proposals.items() if s >= below}
+        ep.requested = {s for s in ep.requested if s >= below}
 
     def _retire(self, upto: int) -> list[Effect]:
         """Drop every epoch <= ``upto`` for good: all their slots are decided."""
         if upto <= self.retired_upto:
             return []
         self.retired_upto = upto
-        for epoch in [e for e in self.epochs if e <= upto]:
-            del self.epochs[epoch]
-        return [
+        effects: list[Effect] = [
             Persist(LeaderRetired(upto)),
             Send(self.scout, Retire(upto)),
             Send(self.commander, Retire(upto)),
         ]
+        for epoch in [e for e in self.epochs if e <= upto]:
+            ep = self.epochs.pop(epoch)
+            point = self._collect_point(epoch)
+            if point > 0:
+                # Last word to the epoch's acceptors before its state goes (paper 4.2).
+                msg = Collect(self.id, epoch, point)
+                effects += [Send(a, msg) for a in ep.config.acceptors]
+        return effects
 
     def _start_scouting(self, ep: LeaderEpoch, now: int) -> list[Effect]:
         # Every scouting attempt uses a round this leader has never used, in any epoch.
@@ -214,7 +256,10 @@ class Leader:
         ep.scouting = True
         ep.scout_since = now
         ep.watching = None
-        return [Persist(LeaderRound(rnd)), Send(self.scout, StartScout(ep.config, ep.ballot_num))]
+        return [
+            Persist(LeaderRound(rnd)),
+            Send(self.scout, StartScout(ep.config, ep.ballot_num, ep.collected_below)),
+        ]
 
     def _become_active(self, ep: LeaderEpoch) -> list[Effect]:
         ep.active = True
@@ -243,6 +288,8 @@ class Leader:
     # --- handlers --------------------------------------------------------------------
 
     def _phase2(self, ep: LeaderEpoch, entries: list[tuple[int, Batch]]) -> list[Effect]:
+        # Never below the collected mark: those slots are decided, not empty (paper 4.2).
+        entries = [(s, b) for s, b in entries if s >= ep.collected_below]
         return [
             Send(self.commander, Phase2(ep.config, ep.ballot_num, part))
             for part in chunks(entries, self.timing.max_entries_per_message)
@@ -251,6 +298,7 @@ class Leader:
     def _on_propose(self, m: Propose, now: int) -> list[Effect]:
         effects: list[Effect] = []
         self.reported[m.src] = max(self.reported.get(m.src, 0), m.slot_out)
+        self.known_configs.setdefault(m.config.epoch, m.config)
         if m.config.epoch > 0 and all(
             self.reported.get(r, 0) >= m.config.start_slot for r in m.config.replicas
         ):
@@ -271,6 +319,8 @@ class Leader:
             ep.requested = {s for s in ep.requested if s >= m.slot_out}
         run: list[tuple[int, Batch]] = []
         for slot, batch in m.entries:
+            if slot < ep.collected_below:
+                continue  # a late copy of a proposal for a decided, collected slot
             ep.requested.add(slot)
             if slot not in ep.proposals:
                 ep.proposals[slot] = batch
@@ -285,8 +335,10 @@ class Leader:
         ep = self.epochs.get(m.epoch)
         if ep is None or not ep.scouting or m.ballot != ep.ballot_num:
             return []  # stale
+        self._collected(ep, m.collected_below)
         for slot, pv in pmax(m.pvalues).items():
-            ep.proposals[slot] = pv.value
+            if slot >= ep.collected_below:
+                ep.proposals[slot] = pv.value
         return self._become_active(ep)
 
     def _on_preempted(self, m: Preempted, now: int) -> list[Effect]:
@@ -300,6 +352,15 @@ class Leader:
         effects: list[Effect] = []
         for epoch in sorted(self.epochs):
             ep = self.epochs[epoch]
+            point = self._collect_point(epoch)
+            self._collected(ep, point)
+            if point > ep.collect_sent or (
+                point > 0 and now - ep.collect_at >= self.timing.retire_check
+            ):
+                # Tell the acceptors; re-sent now and then, as a Collect can be lost.
+                ep.collect_sent, ep.collect_at = point, now
+                msg = Collect(self.id, epoch, point)
+                effects += [Send(a, msg) for a in ep.config.acceptors]
             if now - ep.last_propose >= self.timing.retire_check:
                 # Idle epoch: maybe a newer configuration took over and we missed Retire.
                 ep.last_propose = now
@@ -308,7 +369,8 @@ class Leader:
             if ep.scouting:
                 if now - ep.scout_since >= self.timing.scout_retry:
                     ep.scout_since = now
-                    effects.append(Send(self.scout, StartScout(ep.config, ep.ballot_num)))
+                    msg = StartScout(ep.config, ep.ballot_num, ep.collected_below)
+                    effects.append(Send(self.scout, msg))
             elif not ep.active:
                 if ep.watching is None or now - ep.last_alive > self.timeout:
                     effects += self._start_scouting(ep, now)

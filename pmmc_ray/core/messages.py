@@ -66,6 +66,33 @@ class Propose:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """A replica's ``slot_out``, made durable before this was sent: every slot below it
+    is applied and on the replica's disk. Leaders take the minimum over a
+    configuration's replicas as the point below which acceptors may forget (paper 4.2).
+
+    ``config`` is the newest configuration the replica knows. A replica past slot s has
+    applied every reconfiguration decided before s, so a leader that takes the minimum
+    only over reports like this one knows every configuration decided below that
+    minimum, and counts its replicas too (a member that just joined holds nothing yet).
+    """
+
+    src: str
+    slot_out: int
+    config: Config
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """Leader to acceptor: every slot of ``epoch`` below ``below`` is applied and durable at
+    every replica that could need it; forget those pvalues (paper 4.2)."""
+
+    src: str
+    epoch: int
+    below: int
+
+
+@dataclass(frozen=True, slots=True)
 class Retire:
     """Every slot of ``epoch`` and of all earlier epochs is decided: leaders (and their
     scouts and commanders) may drop those epochs' state for good."""
@@ -86,10 +113,15 @@ class EpochQuery:
 
 @dataclass(frozen=True, slots=True)
 class StartScout:
-    """Leader asks its scout to run phase 1 for ``ballot`` in ``config``."""
+    """Leader asks its scout to run phase 1 for ``ballot`` in ``config``.
+
+    ``floor``: every slot below it is applied at every replica (the leader's collect
+    point); acceptors leave those slots out of their p1b.
+    """
 
     config: Config
     ballot: Ballot
+    floor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +138,15 @@ class Adopted:
     """<adopted, b, pvals>: a majority of acceptors adopted ``ballot``.
 
     ``pvalues`` is already reduced with pmax: at most one pvalue per slot.
+    ``collected_below``: the highest collected mark among the answering acceptors (and
+    the p1a's floor): every slot below it is decided and known to every replica, so
+    the leader must never run phase 2 for it (its pvalues may be gone).
     """
 
     epoch: int
     ballot: Ballot
     pvalues: tuple[PValue, ...]
+    collected_below: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,18 +163,22 @@ class Preempted:
 
 @dataclass(frozen=True, slots=True)
 class P1a:
-    """<p1a, λ, b>: phase-1 request from scout ``src``."""
+    """<p1a, λ, b>: phase-1 request from scout ``src``; pvalues below ``floor`` are not
+    wanted (see :class:`StartScout`)."""
 
     src: str
     epoch: int
     ballot: Ballot
+    floor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class P1b:
     """<p1b, α, b, accepted>: the acceptor's current ballot and accepted pvalues.
 
-    ``for_ballot`` is the ballot of the p1a being answered.
+    ``for_ballot`` is the ballot of the p1a being answered. ``accepted`` holds only
+    slots at or above both the p1a's floor and ``collected_below``, the acceptor's
+    collected mark (paper 4.2): a slot below the mark was decided and is no empty slot.
     """
 
     src: str
@@ -146,6 +186,7 @@ class P1b:
     for_ballot: Ballot
     ballot: Ballot
     accepted: tuple[PValue, ...]
+    collected_below: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +201,17 @@ class P2a:
 
 @dataclass(frozen=True, slots=True)
 class P2b:
-    """<p2b, α, b>: the acceptor's current ballot and the slots it accepted at ``for_ballot``."""
+    """<p2b, α, b>: the acceptor's current ballot and the slots it accepted at ``for_ballot``.
+
+    ``collected_below``: the acceptor's collected mark; it accepts nothing below it.
+    """
 
     src: str
     epoch: int
     for_ballot: Ballot
     ballot: Ballot
     slots: tuple[int, ...]
+    collected_below: int = 0
 
 
 # --- commander -> replica, replica <-> replica -------------------------------------
@@ -236,6 +281,8 @@ Message = (
     Request
     | Response
     | Propose
+    | Progress
+    | Collect
     | Retire
     | EpochQuery
     | StartScout
@@ -272,6 +319,24 @@ class AcceptorAccept:
 
     epoch: int
     pvalues: tuple[PValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorCollected:
+    """Acceptor forgot every pvalue of ``epoch`` below ``below`` and accepts none there."""
+
+    epoch: int
+    below: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorSnapshot:
+    """All of an acceptor's state: per epoch (epoch, ballot_num, collected_below, the
+    accepted pvalues). Supersedes every earlier record: it compacts the log."""
+
+    epochs: tuple[tuple[int, Ballot, int, tuple[PValue, ...]], ...]
+
+    supersedes_earlier: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +397,8 @@ class ReplicaSnapshot:
 DurableRecord = (
     AcceptorPromise
     | AcceptorAccept
+    | AcceptorCollected
+    | AcceptorSnapshot
     | LeaderIdentity
     | LeaderRound
     | LeaderRetired

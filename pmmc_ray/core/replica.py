@@ -52,6 +52,7 @@ from .messages import (
     EpochQuery,
     Message,
     Persist,
+    Progress,
     Propose,
     ReplicaDecided,
     ReplicaSnapshot,
@@ -121,6 +122,8 @@ class Replica:
         self._unsaved: list[tuple[int, Batch]] = []
         self._checkpoint_slot = self.slot_out
         self._checkpoint_due = False
+        self._progress_sent = 0  # slot_out last reported to the leaders
+        self._progress_ticks = 0
 
     @classmethod
     def recover(
@@ -418,10 +421,25 @@ class Replica:
     def _ask_for_state(self) -> list[Effect]:
         return [Send(p, StateRequest(self.id)) for p in self._peers()]
 
+    def _progress(self) -> list[Effect]:
+        """Report slot_out to the leaders (for garbage collection, paper 4.2) when it moved,
+        and every 10 ticks anyway, as a report can be lost. It is durable: everything
+        applied was persisted in the step that applied it (before this tick)."""
+        self._progress_ticks += 1
+        if self.slot_out == self._progress_sent and self._progress_ticks < 10:
+            return []
+        self._progress_sent, self._progress_ticks = self.slot_out, 0
+        leaders = dict.fromkeys(
+            (*self.config_for(self.slot_out).leaders, *self.configs[-1].leaders)
+        )
+        msg = Progress(self.id, self.slot_out, self.configs[-1])
+        return [Send(ldr, msg) for ldr in leaders]
+
     def _on_tick(self) -> list[Effect]:
         effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
         if self.recovering:
             return effects + self._ask_for_state()
+        effects += self._progress()
         stalled = self.slot_out == self._tick_slot_out
         self._tick_slot_out = self.slot_out
         peers = self._peers()

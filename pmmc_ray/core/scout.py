@@ -37,6 +37,8 @@ class ScoutRun:
     ballot: Ballot
     waitfor: set[str]
     pvalues: dict[int, PValue] = field(default_factory=dict)
+    floor: int = 0
+    collected_below: int = 0  # the highest collected mark seen (and the floor)
 
 
 class Scout:
@@ -69,7 +71,7 @@ class Scout:
                 return []
 
     def _p1a_to(self, run: ScoutRun, dsts: list[str]) -> list[Effect]:
-        msg = P1a(self.id, run.config.epoch, run.ballot)
+        msg = P1a(self.id, run.config.epoch, run.ballot, run.floor)
         return [Send(a, msg) for a in dsts]
 
     def _on_start(self, m: StartScout) -> list[Effect]:
@@ -80,7 +82,7 @@ class Scout:
         if cur is not None and cur.ballot == m.ballot:
             # Duplicate: our leader is retrying; re-send to the silent acceptors.
             return self._p1a_to(cur, [a for a in cur.config.acceptors if a in cur.waitfor])
-        run = ScoutRun(m.config, m.ballot, set(m.config.acceptors))
+        run = ScoutRun(m.config, m.ballot, set(m.config.acceptors), {}, m.floor, m.floor)
         self.runs[epoch] = run
         return [*self._p1a_to(run, list(m.config.acceptors)), *self._retry.arm()]
 
@@ -98,12 +100,16 @@ class Scout:
             cur = run.pvalues.get(pv.slot)
             if cur is None or pv.ballot > cur.ballot:
                 run.pvalues[pv.slot] = pv
+        # A slot below any answering acceptor's collected mark is decided, and known to
+        # every replica: the leader must not run phase 2 for it (paper 4.2).
+        run.collected_below = max(run.collected_below, m.collected_below)
         run.waitfor.discard(m.src)
         if len(run.config.acceptors) - len(run.waitfor) < run.config.quorum:
             return []
         del self.runs[m.epoch]
-        pvals = tuple(run.pvalues[s] for s in sorted(run.pvalues))
-        return [Send(self.leader, Adopted(m.epoch, run.ballot, pvals))]
+        below = run.collected_below
+        pvals = tuple(run.pvalues[s] for s in sorted(run.pvalues) if s >= below)
+        return [Send(self.leader, Adopted(m.epoch, run.ballot, pvals, below))]
 
     def _on_retry(self) -> list[Effect]:
         if not self.runs:

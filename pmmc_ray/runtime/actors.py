@@ -603,7 +603,11 @@ class _AcceptorHost(_Host):
     def _role_status(self) -> dict[str, Any]:
         return {
             "epochs": {
-                str(e): {"ballot_num": str(st.ballot_num), "accepted": len(st.accepted)}
+                str(e): {
+                    "ballot_num": str(st.ballot_num),
+                    "accepted": len(st.accepted),
+                    "collected_below": st.collected_below,
+                }
                 for e, st in sorted(self.role.epochs.items())
             },
             "ballot_num": {
@@ -672,6 +676,7 @@ class _LeaderHost(_Host):
                     "scouting": ep.scouting,
                     "watching": ep.watching,
                     "proposals": len(ep.proposals),
+                    "collected_below": ep.collected_below,
                 }
                 for e, ep in sorted(r.epochs.items())
             },

@@ -32,6 +32,10 @@ proposed, accepted and decided, so it can check properties no single process can
       (DESIGN 4b). Tracked from the Persist effects themselves.
   D2  a replica restarted with its disk resumes exactly at the slot_out its records
       reached (recovery neither loses nor invents slots).
+  G1  an acceptor never accepts a slot below a collected mark it persisted, across
+      restarts too (paper 4.2: a collected slot is decided, not empty).
+  G2  when an acceptor collects below s, some replica of the current configuration holds
+      every slot below s on its disk: collected slots can always be recovered.
 
 A violation is recorded with the step that caused it; the simulator stops the run.
 """
@@ -39,13 +43,15 @@ A violation is recorded with the step that caused it; the simulator stops the ru
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..app import InvalidOperation, KVStore, StateMachine
 from ..core import Acceptor, Ballot, Batch, Reconfigure, Replica
 from ..core.messages import (
     AcceptorAccept,
+    AcceptorCollected,
+    AcceptorSnapshot,
     Decisions,
     Effect,
     P2a,
@@ -88,6 +94,8 @@ class InvariantChecker:
         self.ref_slot = 1
         self.ref_at: dict[int, str] = {1: self._state_hash(self.ref_app, {})}
         self.durable_slot_out: dict[str, int] = {}  # replica -> slots 1.. on its disk (D1)
+        self.collected: dict[tuple[str, int], int] = {}  # (acceptor, epoch) -> mark (G1)
+        self.replicas_now: Callable[[], Iterable[str]] = lambda: ()  # set by the sim (G2)
 
     def fail(self, what: str) -> None:
         if what not in self.violations:
@@ -108,6 +116,11 @@ class InvariantChecker:
                     self._on_start_scout(pid, e.msg)
             elif isinstance(e, Persist) and isinstance(e.record, AcceptorAccept):
                 self._on_accept(pid, role, e.record)
+            elif isinstance(e, Persist) and isinstance(e.record, AcceptorCollected):
+                self._on_collected(pid, e.record.epoch, e.record.below)
+            elif isinstance(e, Persist) and isinstance(e.record, AcceptorSnapshot):
+                for epoch, _, below, _ in e.record.epochs:
+                    self._on_collected(pid, epoch, below)
             elif isinstance(e, Persist) and isinstance(e.record, ReplicaSnapshot | ReplicaDecided):
                 self._on_replica_record(pid, e.record)
         if isinstance(role, Acceptor):
@@ -136,7 +149,10 @@ class InvariantChecker:
                 if aid != pid:
                     continue
                 st = role.epochs.get(epoch)
+                mark = self.collected.get((aid, epoch), 0)
                 for slot, ballot in shadow.items():
+                    if slot < mark:
+                        continue  # collected (paper 4.2): forgetting it is the point
                     pv = st.accepted.get(slot) if st else None
                     if pv is None or pv.ballot < ballot:
                         self.fail(
@@ -157,11 +173,27 @@ class InvariantChecker:
         for epoch, st in acc.epochs.items():
             self.acceptor_ballots[(pid, epoch)] = st.ballot_num
 
+    def _on_collected(self, pid: str, epoch: int, below: int) -> None:
+        if below > self.collected.get((pid, epoch), 0):
+            self.collected[(pid, epoch)] = below
+            shadow = self.acceptor_shadow.get((pid, epoch), {})
+            for slot in [x for x in shadow if x < below]:
+                del shadow[slot]
+            held = max((self.durable_slot_out.get(r, 1) for r in self.replicas_now()), default=1)
+            if held < below:
+                self.fail(
+                    f"G2: {pid} collected epoch {epoch} below {below}, but no replica of the "
+                    f"current configuration has more than slots below {held} on disk"
+                )
+
     def _on_accept(self, pid: str, acc: object, rec: AcceptorAccept) -> None:
         assert isinstance(acc, Acceptor)
         st = acc.epochs[rec.epoch]
         shadow = self.acceptor_shadow.setdefault((pid, rec.epoch), {})
+        mark = self.collected.get((pid, rec.epoch), 0)
         for pv in rec.pvalues:
+            if pv.slot < mark:
+                self.fail(f"G1: {pid} accepted slot {pv.slot} below its collected mark {mark}")
             if pv.ballot != st.ballot_num:
                 self.fail(
                     f"A2: {pid} accepted {pv.ballot} slot {pv.slot} at ballot_num {st.ballot_num}"

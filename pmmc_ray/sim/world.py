@@ -67,6 +67,9 @@ class Faults:
     delay_spike: float = 0.0
     """Probability that a message is delayed by up to ``spike_max`` ms (reordering)."""
     spike_max: int = 120
+    long_delay: float = 0.0
+    """Probability that a message is held back 500-2500 ms: it arrives long after it was
+    sent, when what it is about may already be decided and collected."""
     partition: bool = False
     crash: bool = False
     power: bool = False
@@ -92,6 +95,7 @@ class Faults:
             drop=0.05 if "drop" in kinds else 0.0,
             duplicate=0.05 if "duplicate" in kinds else 0.0,
             delay_spike=0.03 if "delay" in kinds else 0.0,
+            long_delay=0.003 if "delay" in kinds else 0.0,
             partition="partition" in kinds,
             crash="crash" in kinds,
             power="power" in kinds,
@@ -141,12 +145,14 @@ class SimParams:
 
 BUGS = (
     "acceptor-amnesia",
+    "acceptor-forgets-collected",
     "leader-reuses-ballot",
     "leader-amnesia",
     "no-dedup",
     "replica-no-persist",
 )
-"""Injected bugs: an acceptor that forgets its records on restart; a leader whose
+"""Injected bugs: an acceptor that forgets its records on restart; an acceptor that
+forgets its collected marks on restart (paper 4.2); a leader whose
 rounds are off by one after a restart; a leader that comes back without its disk under
 its old ballot identity; replicas with no exactly-once table; replicas that never
 persist what they apply."""
@@ -282,6 +288,7 @@ class Simulation:
         self._config0: Config | None = None
         self._last_configs: tuple[Config, ...] = ()
         self.checker = InvariantChecker({})
+        self.checker.replicas_now = lambda: self._current_config().replicas
         self.clients: dict[str, _SimClient] = {}
         self.history: list[ClientOp] = []
         self.admin_pending: ClientOp | None = None
@@ -317,7 +324,11 @@ class Simulation:
         def make(restarted: bool) -> Acceptor:
             if restarted and bug == "acceptor-amnesia":
                 return Acceptor(aid)
-            return Acceptor.recover(aid, self.storage[aid])
+            acc = Acceptor.recover(aid, self.storage[aid])
+            if restarted and bug == "acceptor-forgets-collected":
+                for st in acc.epochs.values():
+                    st.collected_below = 0  # the pvalues below it stay forgotten
+            return acc
 
         self._add(aid, make)
 
@@ -516,6 +527,12 @@ class Simulation:
             delay = self.rng.randint(lo, hi)
             if self.faulty and self.rng.random() < self.faults.delay_spike:
                 delay += self.rng.randint(1, self.faults.spike_max)
+            if (
+                self.faulty
+                and self.faults.long_delay
+                and self.rng.random() < self.faults.long_delay
+            ):
+                delay += self.rng.randint(500, 2500)
             self._schedule(delay, "deliver", (src, dst, msg))
 
     # --- clients ----------------------------------------------------------------------------
