@@ -443,11 +443,6 @@ def action_lines(st: dict[str, Any]) -> list[str]:
             )
         elif s.get("refusing"):
             out.append(f"ACTION: {name} refuses to run: {s['refusing']}")
-        elif s.get("failed"):
-            out.append(
-                f"ACTION: {name} stopped after a protocol error ({s['failed']}); "
-                f"inspect its log, then replace it: pmmc-ray replace {name} --namespace {ns}"
-            )
         elif "error" in s and s.get("state") in ("dead", "missing"):
             out.append(f"ACTION: {name} is {s['state']}: {s['error']}")
     return out
@@ -457,8 +452,6 @@ def _details(s: dict[str, Any]) -> str:
     parts = []
     if s.get("refusing"):
         parts.append(f"REFUSING: {s['refusing']}")
-    if s.get("failed"):
-        parts.append(f"FAILED: {s['failed']}")
     role = s.get("role")
     if role == "replica":
         parts.append(f"slot_in={s.get('slot_in')} slot_out={s.get('slot_out')}")
@@ -470,7 +463,13 @@ def _details(s: dict[str, Any]) -> str:
         for e, ep in (s.get("epochs") or {}).items():
             b = ep.get("ballot", ["?", "?"])
             state = (
-                "active" if ep.get("active") else "scouting" if ep.get("scouting") else "passive"
+                "active"
+                if ep.get("active")
+                else "scouting"
+                if ep.get("scouting")
+                else "stepped aside"
+                if ep.get("stepped_aside")
+                else "passive"
             )
             watching = f" watching {ep['watching']}" if ep.get("watching") else ""
             parts.append(f"epoch {e}: ballot {b[0]}.{b[1]} {state}{watching}")

@@ -151,3 +151,28 @@ def test_faults_spec_is_validated():
         Faults.parse("drop,flood")
     assert Faults.parse("none").kinds() == []
     assert Faults.parse("all").kinds() == list(FAULT_KINDS)
+
+
+def test_a_leader_whose_commander_is_cut_off_steps_aside():
+    """The active leader stays alive and answers pings, but its commander cannot reach
+    any acceptor: it must stop claiming to lead, so the other leader takes over."""
+    from pmmc_ray.core.ids import commander_of
+
+    params = replace(SimParams(vary=False), fault_until=10**9, max_time=30_000, ops_per_client=40)
+    sim = Simulation(7, Faults.parse("none"), params)
+    sim.setup()
+    while sim.now < 400:
+        sim._run_one()
+    cfg = sim._current_config()
+    active = [ldr for ldr in cfg.leaders if sim.procs[ldr].epochs[0].active]
+    assert len(active) == 1
+    cut_at = sim.now
+    sim.blocked = {(commander_of(active[0]), a) for a in cfg.acceptors}  # never healed
+    took_over = None
+    while not sim._all_ops_done() and sim.now < params.max_time:
+        sim._run_one()
+        others = [ldr for ldr in cfg.leaders if ldr != active[0]]
+        if took_over is None and any(sim.procs[o].epochs[0].active for o in others):
+            took_over = sim.now - cut_at
+    assert sim._all_ops_done() and not sim.checker.violations
+    assert took_over is not None and took_over < 3 * SimParams().timing.timeout_max

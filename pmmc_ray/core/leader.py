@@ -14,6 +14,12 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
   watch the winner with pings; scout again only when it has not answered "active"
   for ``timeout``. ``timeout`` grows multiplicatively on preemption and shrinks
   additively on adoption (paper 3, "leader failure detection and duelling").
+- Active but useless: when replicas have asked for slots and none of them has moved
+  its slot_out for ``timeout`` (our commander cannot reach the acceptors, or it is
+  paused), the leader steps aside: it answers pings as ``abdicated``, so the leader
+  watching it takes over at once, and for ``timeout`` (which grows as on a preemption)
+  it does not scout but pings the other leaders; if one answers as active, it watches
+  that one. Being alive is not the same as making progress.
 
 Durable state: the identity it puts in its ballots, and the highest ballot round it
 has used. A round is persisted before the p1a for it can leave, so a restarted leader
@@ -92,6 +98,10 @@ class LeaderEpoch:
     collected_below: int = 0  # decided and known to every replica: never phase 2 below
     collect_sent: int = 0  # the point last sent to the acceptors in a Collect
     collect_at: int = 0  # when it was sent
+    applied_seen: int = 0  # the highest slot_out replicas reported, as of the last tick
+    progress_at: int = 0  # when that last moved, or work arrived after idleness
+    was_outstanding: bool = False
+    hold_until: int = 0  # stepped aside: no scouting before this
 
 
 class Leader:
@@ -187,16 +197,16 @@ class Leader:
                 self.known_configs.setdefault(msg.config.epoch, msg.config)
                 effects = []
             case Adopted():
-                effects = self._on_adopted(msg)
+                effects = self._on_adopted(msg, now)
             case Preempted():
                 effects = self._on_preempted(msg, now)
             case Ping():
                 ep = self.epochs.get(msg.epoch)
-                effects = [Send(msg.src, Pong(self.id, msg.epoch, ep is not None and ep.active))]
+                active = ep is not None and ep.active
+                aside = ep is not None and now < ep.hold_until
+                effects = [Send(msg.src, Pong(self.id, msg.epoch, active, aside))]
             case Pong():
-                ep = self.epochs.get(msg.epoch)
-                if ep is not None and msg.active and msg.src == ep.watching:
-                    ep.last_alive = now
+                self._on_pong(msg, now)
                 effects = []
             case Retire():
                 effects = self._retire(msg.epoch)
@@ -261,9 +271,10 @@ class Leader:
             Send(self.scout, StartScout(ep.config, ep.ballot_num, ep.collected_below)),
         ]
 
-    def _become_active(self, ep: LeaderEpoch) -> list[Effect]:
+    def _become_active(self, ep: LeaderEpoch, now: int) -> list[Effect]:
         ep.active = True
         ep.scouting = False
+        ep.progress_at = now
         self.timeout = max(self.timing.timeout_min, self.timeout - self.timing.timeout_decrease)
         # Slots below decided_below are decided already. If no replica has told us its
         # slot_out yet (we just started), run only what replicas asked us for: pmax can
@@ -284,6 +295,34 @@ class Leader:
         ep.watching = winner_process if winner_process != self.id else None
         ep.last_alive = now
         self.timeout = min(self.timing.timeout_max, int(self.timeout * self.timing.timeout_factor))
+
+    def _on_pong(self, m: Pong, now: int) -> None:
+        ep = self.epochs.get(m.epoch)
+        if ep is None or ep.active or ep.scouting:
+            return
+        if m.active and (m.src == ep.watching or now < ep.hold_until):
+            ep.watching = m.src  # while stepping aside: found who leads now
+            ep.last_alive = now
+        elif m.abdicated and m.src == ep.watching:
+            ep.last_alive = now - self.timeout - 1  # it gave up: take over on the next tick
+
+    def _step_aside(self, ep: LeaderEpoch, now: int) -> None:
+        """Active, but nothing we run gets decided: let another leader take over."""
+        ep.active = False
+        ep.watching = None
+        ep.hold_until = now + self.timeout
+        self.timeout = min(self.timing.timeout_max, int(self.timeout * self.timing.timeout_factor))
+
+    def _stalled(self, ep: LeaderEpoch, now: int) -> bool:
+        """True if replicas wait for slots and none has advanced for ``timeout``."""
+        reports = [self.progress.get(r, 0) for r in ep.config.replicas]
+        applied = max([ep.decided_below, *reports])
+        outstanding = any(s >= applied for s in ep.requested)
+        if applied > ep.applied_seen or not outstanding or not ep.was_outstanding:
+            ep.progress_at = now
+        ep.applied_seen = max(ep.applied_seen, applied)
+        ep.was_outstanding = outstanding
+        return outstanding and now - ep.progress_at > self.timeout
 
     # --- handlers --------------------------------------------------------------------
 
@@ -331,7 +370,7 @@ class Leader:
             effects += self._phase2(ep, run)
         return effects
 
-    def _on_adopted(self, m: Adopted) -> list[Effect]:
+    def _on_adopted(self, m: Adopted, now: int) -> list[Effect]:
         ep = self.epochs.get(m.epoch)
         if ep is None or not ep.scouting or m.ballot != ep.ballot_num:
             return []  # stale
@@ -339,7 +378,7 @@ class Leader:
         for slot, pv in pmax(m.pvalues).items():
             if slot >= ep.collected_below:
                 ep.proposals[slot] = pv.value
-        return self._become_active(ep)
+        return self._become_active(ep, now)
 
     def _on_preempted(self, m: Preempted, now: int) -> list[Effect]:
         ep = self.epochs.get(m.epoch)
@@ -371,10 +410,16 @@ class Leader:
                     ep.scout_since = now
                     msg = StartScout(ep.config, ep.ballot_num, ep.collected_below)
                     effects.append(Send(self.scout, msg))
-            elif not ep.active:
-                if ep.watching is None or now - ep.last_alive > self.timeout:
-                    effects += self._start_scouting(ep, now)
-                else:
-                    effects.append(Send(ep.watching, Ping(self.id, epoch)))
+            elif ep.active:
+                if self._stalled(ep, now):
+                    self._step_aside(ep, now)
+            elif now < ep.hold_until:
+                # Stepped aside: give the others their chance, and look for who leads.
+                others = [ldr for ldr in ep.config.leaders if ldr != self.id]
+                effects += [Send(ldr, Ping(self.id, epoch)) for ldr in others]
+            elif ep.watching is None or now - ep.last_alive > self.timeout:
+                effects += self._start_scouting(ep, now)
+            else:
+                effects.append(Send(ep.watching, Ping(self.id, epoch)))
         effects.append(SetTimer(TICK, self.timing.ping_interval))
         return effects

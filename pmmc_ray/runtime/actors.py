@@ -222,9 +222,10 @@ class _Host:
 
     ``refusing`` is set when the actor must not take part in the protocol (its durable
     storage is gone after a restart): it then ignores every message and says why in
-    :meth:`status`. ``failed`` is set when the role raised (for example a
-    :class:`~pmmc_ray.core.ProtocolViolation`): the actor stops, loudly, rather than
-    continuing from a state that broke an invariant.
+    :meth:`status`. When the role raises (a :class:`~pmmc_ray.core.ProtocolViolation`
+    or any other error), the process exits before anything of that step leaves, and Ray
+    restarts it from what is durable: it never carries on from a state that broke an
+    invariant, and never lingers alive and useless.
     """
 
     ROLE = "?"
@@ -240,7 +241,6 @@ class _Host:
         self.started_at = time.time()
         self.reconstructed, self.restarts = _restart_info()
         self.refusing: str | None = None
-        self.failed: str | None = None
         self.storage: RecordLog | None = None
         self._lock: FileLock | None = None
         self.first_start = False  # set when this start created the actor's storage
@@ -365,19 +365,23 @@ class _Host:
 
     def _run(self, produce: Callable[[int], list]) -> None:
         """Run one step: get the effects from the role, then execute them (persist first)."""
-        if self.role is None or self.failed is not None:
+        if self.role is None:
             return
         before = self._before_step()
         try:
             effects = produce(self._now())
-        except ProtocolViolation as e:
-            # An invariant broke: stop loudly, never carry on from that state.
-            self.failed = f"{type(e).__name__}: {e}"
-            log.critical("%s stopped: the role raised %s", self.name, self.failed, exc_info=True)
-            return
+        except ProtocolViolation:
+            # An invariant broke. Never carry on from that state, and never stay alive
+            # doing nothing (a leader that does so can stall the store): nothing of this
+            # step was sent, so exit, and Ray rebuilds the role from what is durable.
+            log.critical(
+                "%s: the role raised a protocol violation; exiting so Ray restarts it",
+                self.name,
+                exc_info=True,
+            )
+            os._exit(72)
         except Exception:
-            # Anything else (a bug, MemoryError): nothing of this step was sent, so let
-            # Ray restart the actor and rebuild the role from what is durable.
+            # Anything else (a bug, MemoryError): the same.
             log.critical(
                 "%s: the role raised; exiting so Ray restarts it", self.name, exc_info=True
             )
@@ -569,8 +573,6 @@ class _Host:
             st["storage_lost_at_start"] = True
         if self.refusing is not None:
             st["refusing"] = self.refusing
-        if self.failed is not None:
-            st["failed"] = self.failed
         if self.role is not None:
             st.update(self._role_status())
         return st
@@ -677,6 +679,7 @@ class _LeaderHost(_Host):
                     "watching": ep.watching,
                     "proposals": len(ep.proposals),
                     "collected_below": ep.collected_below,
+                    "stepped_aside": not ep.active and self._now() < ep.hold_until,
                 }
                 for e, ep in sorted(r.epochs.items())
             },
@@ -790,8 +793,8 @@ class _ReplicaHost(_Host):
         command may still be performed: retry it, with the same id, anywhere), or
         :class:`SubmitRefused` if this replica cannot serve at all.
         """
-        if self.role is None or self.failed is not None:
-            return SubmitRefused(self.name, self.failed or self.refusing or "not running")
+        if self.role is None:
+            return SubmitRefused(self.name, self.refusing or "not running")
         t0 = time.monotonic()
         key = (command.client_id, command.command_id)
         fut = self.loop.create_future()

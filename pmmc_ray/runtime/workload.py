@@ -147,7 +147,6 @@ def replica_states(dep: Deployment, settle_s: float = 15.0) -> tuple[bool, dict[
             isinstance(s, dict)
             and "error" not in s
             and not s.get("recovering")
-            and not s.get("failed")
             and not s.get("refusing")
             for s in reps.values()
         )
