@@ -30,8 +30,8 @@ from pmmc_ray.core.messages import (
     ReplicaDecided,
     ReplicaSnapshot,
     Retire,
+    StateChunk,
     StateRequest,
-    StateSnapshot,
 )
 
 
@@ -206,7 +206,7 @@ def test_recovering_replica_waits_for_a_snapshot_then_serves(config, timing):
         == []
     )  # ignored while recovering
     (snap_send,) = peer.handle(StateRequest("replica-1"), 0)
-    assert isinstance(snap_send.msg, StateSnapshot)
+    assert isinstance(snap_send.msg, StateChunk)  # one chunk: the state is small
     effects = r.handle(snap_send.msg, 0)
     assert not r.recovering and r.slot_out == 2 and r.app.data == {"k": "v"}
     assert r.digest == peer.digest
@@ -271,10 +271,11 @@ def test_member_that_joined_and_never_got_state_recovers_by_transfer(config, tim
     cfg1 = Config(1, 5, ("replica-0", "replica-7"), config.leaders, config.acceptors)
     r = Replica.recover("replica-7", (config, cfg1), KVStore(), timing, [], joined=True)
     assert r.recovering and r.configs == [config, cfg1]
-    assert sends(r.start(0)) == [
-        ("replica-0", StateRequest("replica-7")),
-        ("replica-1", StateRequest("replica-7")),
-    ]
+    # it asks one peer at a time, a different one each time (never everyone at once)
+    assert sends(r.start(0)) == [("replica-1", StateRequest("replica-7"))]
+    assert sends(r.handle(Timer("tick"), 40)) == [("replica-0", StateRequest("replica-7"))]
+    assert sends(r.handle(Timer("tick"), 80)) == [("replica-1", StateRequest("replica-7"))]
+    assert sends(r.handle(Timer("tick"), 120)) == []  # backoff: stalled tick 3
 
 
 def test_records_with_a_gap_are_refused(config, timing):
@@ -292,3 +293,42 @@ def test_a_stalled_replica_asks_a_peer_that_is_ahead(config, timing):
     r.handle(Timer("tick"), 40)  # the tick notes slot_out 3
     assert r.handle(CatchUp("replica-9", 10), 0) == [Send("replica-9", CatchUp("replica-0", 3))]
     assert r.handle(CatchUp("replica-9", 3), 0) == []  # not ahead
+
+
+def test_state_is_pulled_in_chunks_and_a_lost_chunk_is_asked_for_again(config):
+    t = Timing(window=4, state_chunk=8)
+    peer = make(config, t)
+    _apply(peer, 6)  # {"k": "123456"}: more than one chunk
+    r = Replica("replica-1", (config,), KVStore(), t, recovering=True)
+    state = peer.app.snapshot()
+    got, req = [], StateRequest("replica-1")
+    while True:
+        (chunk,) = [m for _, m in sends(peer.handle(req, 0))]
+        assert isinstance(chunk, StateChunk) and chunk.total == len(state)
+        assert len(chunk.data) <= 8 and (chunk.header is not None) == (chunk.offset == 0)
+        got.append(chunk.offset)
+        if chunk.offset == 8:
+            # this chunk is lost; on the next tick the receiver asks for it again
+            assert sends(r.handle(Timer("tick"), 40)) == [
+                ("replica-0", StateRequest("replica-1", 7, 8))
+            ]
+            again = [m for _, m in sends(peer.handle(StateRequest("replica-1", 7, 8), 0))]
+            assert again == [chunk]  # only that chunk, from the same frozen snapshot
+        effects = r.handle(chunk, 0)
+        nxt = [m for _, m in sends(effects) if isinstance(m, StateRequest)]
+        if not r.recovering:
+            break
+        (req,) = nxt
+        assert req.offset == chunk.offset + len(chunk.data)
+    assert got == list(range(0, len(state), 8))
+    assert (r.slot_out, r.digest, r.app.data) == (7, peer.digest, peer.app.data)
+
+
+def test_a_replica_behind_what_peers_keep_is_offered_their_state(config):
+    t = Timing(window=4, keep_decisions=2)
+    peer = make(config, t)
+    _apply(peer, 6)
+    effects = peer.handle(CatchUp("replica-1", 1), 0)
+    (chunk,) = [m for _, m in sends(effects)]
+    assert isinstance(chunk, StateChunk) and chunk.slot_out == 7 and chunk.offset == 0
+    assert peer.handle(CatchUp("replica-1", 1), 0) == []  # a transfer is going on already

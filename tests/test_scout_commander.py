@@ -32,7 +32,7 @@ def test_scout_sends_p1a_to_every_acceptor_and_arms_retry(config, timing):
         Send("acceptor-0", P1a("scout-0", 0, ballot(1))),
         Send("acceptor-1", P1a("scout-0", 0, ballot(1))),
         Send("acceptor-2", P1a("scout-0", 0, ballot(1))),
-        SetTimer("retry", timing.retry),
+        SetTimer("retry", timing.retry, 0.2),
     ]
 
 
@@ -64,8 +64,15 @@ def test_scout_retry_resends_only_to_silent_acceptors(config, timing):
     assert s.handle(Timer("retry"), 25) == [
         Send("acceptor-0", P1a("scout-0", 0, ballot(3))),
         Send("acceptor-2", P1a("scout-0", 0, ballot(3))),
-        SetTimer("retry", timing.retry),
+        SetTimer("retry", 2 * timing.retry, 0.2),  # nobody answered since: back off
     ]
+    # still silent: the wait keeps doubling, up to 16x
+    waits = [
+        e.delay for _ in range(6) for e in s.handle(Timer("retry"), 0) if isinstance(e, SetTimer)
+    ]
+    assert waits == [4 * timing.retry, 8 * timing.retry] + [16 * timing.retry] * 4
+    # an answer resets it
+    s.handle(P1b("acceptor-0", 0, ballot(3), ballot(9, "leader-1"), ()), 0)
 
 
 def test_scout_abandons_a_lower_ballot_for_a_higher_one(config, timing):
@@ -87,7 +94,7 @@ def test_commander_batches_p2a_per_acceptor(config, timing):
         Send("acceptor-0", msg),
         Send("acceptor-1", msg),
         Send("acceptor-2", msg),
-        SetTimer("retry", timing.retry),
+        SetTimer("retry", timing.retry, 0.2),
     ]
 
 
@@ -119,7 +126,7 @@ def test_commander_retry_resends_pending_to_silent_acceptors(config, timing):
     assert c.handle(Timer("retry"), 25) == [
         Send("acceptor-1", P2a("commander-0", 0, ballot(1), ((2, Y),))),
         Send("acceptor-2", P2a("commander-0", 0, ballot(1), ((2, Y),))),
-        SetTimer("retry", timing.retry),
+        SetTimer("retry", 2 * timing.retry, 0.2),  # nobody answered since: back off
     ]
 
 

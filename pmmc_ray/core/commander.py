@@ -8,7 +8,8 @@ a majority of p2b at this ballot, then send the decision to every replica; any h
 ballot in a p2b means preempted.
 
 A run is kept per epoch, for the newest ballot seen in it. Silent acceptors get the
-pending entries again every ``Timing.retry``. A Phase2 for a slot already pending is
+pending entries again after ``Timing.retry``, then after twice that, and so on while
+none answers (:class:`RetryTimer`). A Phase2 for a slot already pending is
 a retransmission: the p2a goes out again. A Phase2 for a slot that was already
 decided runs again, which re-sends the decision to replicas that missed it; running
 the same pvalue twice is harmless.
@@ -97,6 +98,7 @@ class Commander:
             p = run.pending.get(slot)
             if p is None:
                 p = run.pending[slot] = Pending(value, set(m.config.acceptors))
+                self._retry.progress()  # new work: retransmit it soon if unanswered
             elif p.value != value:
                 # C1: one command per (ballot, slot). The leader broke it.
                 raise ProtocolViolation(
@@ -131,6 +133,7 @@ class Commander:
             if p is None or m.src not in p.waitfor:
                 continue
             p.waitfor.discard(m.src)
+            self._retry.progress()
             if n - len(p.waitfor) >= quorum:
                 decided.append((slot, p.value))
                 del run.pending[slot]

@@ -234,21 +234,35 @@ class CatchUp:
 
 @dataclass(frozen=True, slots=True)
 class StateRequest:
-    """A replica that lost its memory asks its peers for a snapshot."""
+    """A replica asks a peer for state: the chunk at byte ``offset`` of the peer's frozen
+    state at ``slot_out`` (offset 0: start a transfer of the peer's current state). See
+    :mod:`pmmc_ray.core.transfer`."""
 
     src: str
+    slot_out: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class StateSnapshot:
-    """Everything a replica needs to continue from ``slot_out``: state transfer."""
+class StateHeader:
+    """What a replica needs besides the application bytes to continue from a slot_out."""
+
+    configs: tuple[Config, ...]
+    client_table: tuple[tuple[str, int, Response], ...]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChunk:
+    """Bytes [offset, offset + len(data)) of a peer's application snapshot at ``slot_out``
+    (``total`` bytes in all); the chunk at offset 0 carries the header too."""
 
     src: str
     slot_out: int
-    configs: tuple[Config, ...]
-    app_state: bytes
-    client_table: tuple[tuple[str, int, Response], ...]
-    digest: str
+    offset: int
+    total: int
+    data: bytes
+    header: StateHeader | None = None
 
 
 # --- leader <-> leader (failure detection, paper section 3) ------------------------
@@ -300,7 +314,7 @@ Message = (
     | Decisions
     | CatchUp
     | StateRequest
-    | StateSnapshot
+    | StateChunk
     | Ping
     | Pong
 )
@@ -427,10 +441,16 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class SetTimer:
-    """Fire :class:`Timer` ``name`` after ``delay`` ms, replacing any pending one of that name."""
+    """Fire :class:`Timer` ``name`` after ``delay`` ms, replacing any pending one of that name.
+
+    ``jitter``: the interpreter stretches or shrinks the delay by a random factor in
+    [1 - jitter, 1 + jitter], so that retransmissions of many processes do not line up.
+    (The randomness is the interpreter's, seeded in the simulator: the core stays pure.)
+    """
 
     name: str
     delay: int
+    jitter: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

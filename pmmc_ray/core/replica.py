@@ -15,7 +15,8 @@ configurations (``configs``, each with the slot it starts at). Extensions:
   only for ``slot_in < slot_out + WINDOW`` (R5), it always knows the configuration
   of the slot it proposes for.
 - Retransmission: when ``slot_out`` has not moved for ``Timing.replica_tick``, the
-  replica re-sends its pending proposals and asks its peers for decisions it missed.
+  replica re-sends its pending proposals and asks its peers for decisions it missed,
+  on stalled ticks 1, 2, 4, 8 and then every 16th (backoff).
 - Durability (DESIGN 4b): every step that applies decided slots persists them
   (:class:`ReplicaDecided`) before anything of that step leaves, so a command is on
   the replica's disk before its client hears about it. Every ``snapshot_every`` slots,
@@ -25,10 +26,12 @@ configurations (``configs``, each with the slot it starts at). Extensions:
   (or the initial state) plus the decided slots after it, replayed in order. It then
   catches up from peers, or re-proposes into the slots it lacks, which leaders fill
   from what the acceptors accepted.
-- State transfer: a replica that starts with ``recovering=True`` (its disk is gone, or
-  it was just added by reconfiguration) proposes nothing until a peer's
-  :class:`StateSnapshot` gives it the application state, client table, configurations
-  and slot_out. It never guesses.
+- State transfer (:mod:`pmmc_ray.core.transfer`): a replica that starts with
+  ``recovering=True`` (its disk is gone, or it was just added by reconfiguration)
+  proposes nothing until it has pulled a peer's state (application state, client
+  table, configurations, slot_out) in chunks, from one peer at a time. It never
+  guesses. A replica so far behind that its peer no longer keeps the decisions it
+  lacks is sent the first chunk of the peer's state instead, and pulls the rest.
 
 Invariants (paper 2.1), checked by the simulator: R1 no two different decisions for a
 slot; R2 every slot below slot_out is decided; R3 replicas with the same slot_out
@@ -61,12 +64,14 @@ from .messages import (
     Retire,
     Send,
     SetTimer,
+    StateChunk,
+    StateHeader,
     StateRequest,
-    StateSnapshot,
     Timer,
     persist_first,
 )
 from .timing import Timing, chunks
+from .transfer import Incoming, StateReceiver, StateSender
 from .types import Batch, Command, Config, ProtocolViolation, Reconfigure
 
 TICK = "tick"
@@ -124,6 +129,10 @@ class Replica:
         self._checkpoint_due = False
         self._progress_sent = 0  # slot_out last reported to the leaders
         self._progress_ticks = 0
+        self._stalled_ticks = 0  # consecutive ticks without progress (for backoff)
+        self._now = 0
+        self._sender = StateSender(timing.state_chunk, keep_ms=50 * timing.replica_tick)
+        self._receiver = StateReceiver()
 
     @classmethod
     def recover(
@@ -181,12 +190,14 @@ class Replica:
     # --- public ----------------------------------------------------------------------
 
     def start(self, now: int) -> list[Effect]:
+        self._now = now
         effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
         if self.recovering:
             effects += self._ask_for_state()
         return effects
 
     def handle(self, msg: Message | Timer, now: int) -> list[Effect]:
+        self._now = now
         effects = self._handle(msg)
         return persist_first(effects + self._persist_applied())
 
@@ -202,9 +213,9 @@ class Replica:
                 done = self._retired_epoch()
                 return [Send(msg.src, Retire(done))] if done >= msg.epoch else []
             case StateRequest():
-                return [] if self.recovering else [Send(msg.src, self.snapshot())]
-            case StateSnapshot():
-                return self._on_snapshot(msg)
+                return [] if self.recovering else [Send(msg.src, self._serve(msg))]
+            case StateChunk():
+                return self._on_chunk(msg)
             case Timer(name=name) if name == TICK:
                 return self._on_tick()
             case _:
@@ -216,13 +227,6 @@ class Replica:
             if cfg.start_slot <= slot:
                 return cfg
         raise ProtocolViolation(f"no configuration for slot {slot}")
-
-    def snapshot(self) -> StateSnapshot:
-        """The state-transfer message for a peer: everything needed to continue from slot_out."""
-        cp = self.checkpoint()
-        return StateSnapshot(
-            self.id, cp.slot_out, cp.configs, cp.app_state, cp.client_table, cp.digest
-        )
 
     def checkpoint(self) -> ReplicaSnapshot:
         """The durable checkpoint record of the current state."""
@@ -419,7 +423,33 @@ class Replica:
         return peers
 
     def _ask_for_state(self) -> list[Effect]:
-        return [Send(p, StateRequest(self.id)) for p in self._peers()]
+        """Start a transfer from one peer (a different one each time), or ask again for the
+        chunk we wait for; after 8 unanswered asks, give up on that peer."""
+        t = self._receiver.transfer
+        if t is not None:
+            t.quiet_ticks += 1
+            if t.quiet_ticks <= 8:
+                req = self._receiver.retry(self.id)
+                return [Send(t.peer, req)] if req is not None else []
+            self._receiver.abandon()
+        peers = self._peers()
+        if not peers:
+            return []
+        self._rotate = (self._rotate + 1) % len(peers)
+        return [Send(peers[self._rotate], StateRequest(self.id))]
+
+    def _serve(self, m: StateRequest) -> StateChunk:
+        return self._sender.serve(self.id, m, self._now, self._current_state)
+
+    def _current_state(self) -> tuple[int, bytes, StateHeader]:
+        cp = self.checkpoint()
+        return cp.slot_out, cp.app_state, StateHeader(cp.configs, cp.client_table, cp.digest)
+
+    def _due(self) -> bool:
+        """Backoff for retransmissions while stalled: on stalled ticks 1, 2, 4, 8, then
+        every 16th."""
+        k = self._stalled_ticks
+        return k in (1, 2, 4, 8) or (k > 0 and k % 16 == 0)
 
     def _progress(self) -> list[Effect]:
         """Report slot_out to the leaders (for garbage collection, paper 4.2) when it moved,
@@ -437,11 +467,17 @@ class Replica:
 
     def _on_tick(self) -> list[Effect]:
         effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
-        if self.recovering:
-            return effects + self._ask_for_state()
+        self._sender.expire(self._now)
+        if self.recovering or self._receiver.transfer is not None:
+            self._stalled_ticks += 1
+            if self._due() or self._receiver.transfer is not None:
+                effects += self._ask_for_state()
+            if self.recovering:
+                return effects
         effects += self._progress()
         stalled = self.slot_out == self._tick_slot_out
         self._tick_slot_out = self.slot_out
+        self._stalled_ticks = self._stalled_ticks + 1 if stalled else 0
         peers = self._peers()
         if not stalled:
             # Tell one peer (a different one each time) how far we are: peers use it to
@@ -449,6 +485,8 @@ class Replica:
             if peers:
                 self._rotate = (self._rotate + 1) % len(peers)
                 effects.append(Send(peers[self._rotate], CatchUp(self.id, self.slot_out)))
+            return effects
+        if not self._due():
             return effects
         pending = sorted(s for s in self.proposals if s >= self.slot_out)
         effects += self._send_proposals([(s, self.proposals[s]) for s in pending])
@@ -474,7 +512,11 @@ class Replica:
         if m.slot_out >= self.slot_out:
             return []
         if m.slot_out not in self.decisions:
-            return [Send(m.src, self.snapshot())]  # we no longer keep what it lacks
+            # We no longer keep what it lacks: offer our state (the first chunk; it pulls
+            # the rest), unless a transfer to it is going on already.
+            if self._sender.serving(m.src, self._now):
+                return []
+            return [Send(m.src, self._serve(StateRequest(m.src)))]
         last = min(self.slot_out, m.slot_out + self.timing.max_entries_per_message)
         entries = tuple((s, self.decisions[s]) for s in range(m.slot_out, last))
         return [Send(m.src, Decisions(entries))]
@@ -495,19 +537,31 @@ class Replica:
         self.slot_out = slot_out
         self.digest = digest
 
-    def _on_snapshot(self, m: StateSnapshot) -> list[Effect]:
+    def _on_chunk(self, m: StateChunk) -> list[Effect]:
         if not self.recovering and m.slot_out <= self.slot_out:
-            return []
-        self._install(m.slot_out, m.configs, m.app_state, m.client_table, m.digest)
+            return []  # nothing to gain from it
+        got = self._receiver.on_chunk(self.id, m)
+        if isinstance(got, StateRequest):
+            return [Send(m.src, got)]
+        if isinstance(got, Incoming):
+            return self._install_transfer(got)
+        return []
+
+    def _install_transfer(self, t: Incoming) -> list[Effect]:
+        if not self.recovering and t.slot_out <= self.slot_out:
+            return []  # we got there by ourselves meanwhile
+        h = t.header
+        self._install(t.slot_out, h.configs, bytes(t.buf), h.client_table, h.digest)
         # The installed state is ours now: it must be on disk before we act on it.
         self._unsaved = []
         self._checkpoint_due = True
         effects: list[Effect] = []
         self.recovering = False
         self._tick_slot_out = 0
-        self.decisions = {s: b for s, b in self.decisions.items() if s >= m.slot_out}
+        self._stalled_ticks = 0
+        self.decisions = {s: b for s, b in self.decisions.items() if s >= t.slot_out}
         lost = [c for s in sorted(self.proposals) for c in self.proposals[s].commands]
-        self.proposals = {s: b for s, b in self.proposals.items() if s >= m.slot_out}
+        self.proposals = {s: b for s, b in self.proposals.items() if s >= t.slot_out}
         self._proposed = {c.key for b in self.proposals.values() for c in b.commands}
         self._requeue(tuple(c for c in lost if c.key not in self._proposed))
         while self.slot_out in self.decisions:

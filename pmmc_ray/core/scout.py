@@ -5,6 +5,7 @@ One scout process serves one leader and runs any number of ballots, one run per
 sends p1a to every acceptor of the configuration and re-sends to the silent ones every
 ``Timing.retry``, until a majority has answered with this ballot (``Adopted``, with the
 pvalues reduced by pmax) or one acceptor answers with a higher ballot (``Preempted``).
+Retransmissions back off exponentially while nobody answers (:class:`RetryTimer`).
 
 A scout keeps nothing on disk: if it restarts, its leader sends ``StartScout`` again.
 """
@@ -84,6 +85,7 @@ class Scout:
             return self._p1a_to(cur, [a for a in cur.config.acceptors if a in cur.waitfor])
         run = ScoutRun(m.config, m.ballot, set(m.config.acceptors), {}, m.floor, m.floor)
         self.runs[epoch] = run
+        self._retry.progress()
         return [*self._p1a_to(run, list(m.config.acceptors)), *self._retry.arm()]
 
     def _on_p1b(self, m: P1b) -> list[Effect]:
@@ -104,6 +106,7 @@ class Scout:
         # every replica: the leader must not run phase 2 for it (paper 4.2).
         run.collected_below = max(run.collected_below, m.collected_below)
         run.waitfor.discard(m.src)
+        self._retry.progress()
         if len(run.config.acceptors) - len(run.waitfor) < run.config.quorum:
             return []
         del self.runs[m.epoch]

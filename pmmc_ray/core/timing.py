@@ -29,7 +29,8 @@ class Timing:
     replica_tick: int = 40
     """Replica retransmits proposals / asks peers to catch up when stalled this long."""
     retry: int = 25
-    """Scout and commander retransmit p1a / p2a to silent acceptors after this."""
+    """Scout and commander retransmit p1a / p2a to silent acceptors after this, doubling
+    the wait on each retransmission without an answer (up to 16x)."""
     ping_interval: int = 20
     timeout_initial: int = 100
     timeout_min: int = 60
@@ -40,8 +41,10 @@ class Timing:
     """A leader re-sends StartScout if its scout (maybe restarted) has not answered."""
     retire_check: int = 1000
     """A leader asks a replica whether an epoch that has been idle this long is retired."""
-    keep_decisions: int = 10_000
+    keep_decisions: int = 1000
     """Applied decisions a replica keeps to help peers catch up; older ones by snapshot."""
+    state_chunk: int = 1 << 20
+    """Bytes of application state per chunk of a state transfer."""
     snapshot_every: int = 1000
     """A replica writes a checkpoint of its state (a ReplicaSnapshot record, which lets
     its earlier records go) once this many slots were applied since the last one."""
@@ -63,6 +66,7 @@ class Timing:
             "retire_check",
             "keep_decisions",
             "snapshot_every",
+            "state_chunk",
             "max_entries_per_message",
         ):
             if getattr(self, name) < 1:
@@ -81,15 +85,21 @@ def chunks(entries: list, size: int) -> list[tuple]:
 
 
 class RetryTimer:
-    """One periodic retransmission timer that is armed at most once at a time.
+    """A retransmission timer with exponential backoff, armed at most once at a time.
 
-    Re-arming on every message would push the deadline back forever under steady
-    load, and the retransmission would never fire.
+    Re-arming on every message would push the deadline back forever under steady load,
+    and the retransmission would never fire. Each firing without progress doubles the
+    next delay, up to ``cap``; :meth:`progress` goes back to ``delay``. A jitter of 20%
+    keeps processes that lost the same peer from retrying in step.
     """
 
-    def __init__(self, name: str, delay: int) -> None:
+    JITTER = 0.2
+
+    def __init__(self, name: str, delay: int, cap: int | None = None) -> None:
         self.name = name
         self.delay = delay
+        self.cap = max(delay, cap if cap is not None else 16 * delay)
+        self.current = delay
         self.armed = False
 
     def arm(self) -> list[SetTimer]:
@@ -97,8 +107,13 @@ class RetryTimer:
         if self.armed:
             return []
         self.armed = True
-        return [SetTimer(self.name, self.delay)]
+        return [SetTimer(self.name, self.current, self.JITTER)]
 
     def fired(self) -> None:
-        """Call when the timer's Timer input arrives."""
+        """Call when the timer's Timer input arrives: the next wait is longer."""
         self.armed = False
+        self.current = min(self.cap, self.current * 2)
+
+    def progress(self) -> None:
+        """An answer came: the next retransmission waits the base delay again."""
+        self.current = self.delay

@@ -406,7 +406,8 @@ class _Host:
             if isinstance(e, Send):
                 out.setdefault(e.dst, []).append(e.msg)
             elif isinstance(e, SetTimer):
-                self._set_timer(e.name, e.delay)
+                delay = e.delay * (1 + random.uniform(-e.jitter, e.jitter)) if e.jitter else e.delay
+                self._set_timer(e.name, delay)
             elif isinstance(e, ClientReply):
                 self._on_client_reply(e.response)
             elif not isinstance(e, Persist):
@@ -414,7 +415,7 @@ class _Host:
         for dst, msgs in out.items():
             self._send(dst, msgs)
 
-    def _set_timer(self, name: str, delay_ms: int) -> None:
+    def _set_timer(self, name: str, delay_ms: float) -> None:
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()

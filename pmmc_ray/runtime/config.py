@@ -61,8 +61,9 @@ class DeploymentConfig(BaseModel):
     timeout_decrease: int = Field(20, ge=0)
     scout_retry: int = Field(300, ge=1)
     retire_check: int = Field(1000, ge=1)
-    keep_decisions: int = Field(10_000, ge=1)
+    keep_decisions: int = Field(1000, ge=1)
     snapshot_every: int = Field(1000, ge=1)
+    state_chunk: int = Field(1 << 20, ge=1)
     max_entries_per_message: int = Field(256, ge=1)
 
     data_dir: str = "~/.pmmc-ray/data"

@@ -504,7 +504,10 @@ class Simulation:
                 key = (pid, e.name)
                 v = self.timer_version.get(key, 0) + 1
                 self.timer_version[key] = v
-                self._schedule(e.delay, "timer", (pid, e.name, self.incarnation[pid], v))
+                delay = e.delay
+                if e.jitter:
+                    delay = max(1, round(delay * (1 + self.rng.uniform(-e.jitter, e.jitter))))
+                self._schedule(delay, "timer", (pid, e.name, self.incarnation[pid], v))
             elif isinstance(e, ClientReply):
                 sent = True
                 self._send(pid, e.response.client_id, e.response)
