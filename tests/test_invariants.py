@@ -10,7 +10,18 @@ from __future__ import annotations
 from helpers import ballot, batch
 
 from pmmc_ray.app import KVStore
-from pmmc_ray.core import Acceptor, Config, Persist, PValue, Replica, Send, Timing
+from pmmc_ray.core import (
+    Acceptor,
+    Batch,
+    Command,
+    Config,
+    OpenSession,
+    Persist,
+    PValue,
+    Replica,
+    Send,
+    Timing,
+)
 from pmmc_ray.core.messages import (
     AcceptorAccept,
     AcceptorPromise,
@@ -105,9 +116,16 @@ def test_r3_same_slot_out_different_history():
     assert names(c) == ["R3"]
 
 
+def opened(client: str, *ops: tuple) -> Batch:
+    """A batch in which ``client`` opens its session, then runs ``ops`` (ids 1, 2, ...)."""
+    cmds = [Command(client, 0, OpenSession())]
+    cmds += [Command(client, i + 1, op) for i, op in enumerate(ops)]
+    return Batch(tuple(cmds))
+
+
 def test_r3_state_that_no_replay_gives():
     c = checker()
-    c.decided[1] = batch(("put", "k", "v"), client="a")
+    c.decided[1] = opened("a", ("put", "k", "v"))
     c.after_step("replica-0", replica(1), [])
     good = replica(2)
     good.app.apply(("put", "k", "v"))
@@ -122,7 +140,7 @@ def test_r3_state_that_no_replay_gives():
 
 def test_r3_a_command_performed_twice():
     c = checker()
-    c.decided[1] = batch(("append", "k", "x"), client="a")
+    c.decided[1] = opened("a", ("append", "k", "x"))
     c.decided[2] = batch(("append", "k", "x"), client="a")  # decided again in a later slot
     twice = replica(3)
     twice.app.apply(("append", "k", "x"))

@@ -7,10 +7,12 @@ from helpers import batch, sends
 
 from pmmc_ray.app import KVStore
 from pmmc_ray.core import (
+    SESSION_EXPIRED,
     Batch,
     ClientReply,
     Command,
     Config,
+    OpenSession,
     Persist,
     ProtocolViolation,
     Reconfigure,
@@ -34,9 +36,14 @@ from pmmc_ray.core.messages import (
     StateRequest,
 )
 
+SESSIONS = ("a", "b", "c", "d", "e", "z", "admin")
+
 
 def make(config, timing, **kw) -> Replica:
-    return Replica("replica-0", (config,), KVStore(), timing, **kw)
+    """A replica whose client table already holds open sessions for SESSIONS."""
+    r = Replica("replica-0", (config,), KVStore(), timing, **kw)
+    r.client_table = {c: (0, Response(c, 0)) for c in SESSIONS}
+    return r
 
 
 def req(cid: str, n: int, op: tuple) -> Request:
@@ -148,7 +155,7 @@ def test_reconfiguration_takes_effect_window_slots_later(config, timing):
 
 def test_epoch_query_answered_only_once_every_replica_has_passed_the_epoch(config):
     t = Timing(window=1)
-    r = Replica("replica-0", (config,), KVStore(), t)
+    r = make(config, t)
     new = Reconfigure(config.replicas, ("leader-5",), config.acceptors)
     r.handle(Decisions(((1, Batch((Command("admin", 1, new),))),)), 0)
     assert r.slot_out == 2 and r.configs[-1].start_slot == 2
@@ -221,13 +228,14 @@ def _apply(r: Replica, n: int, first: int = 1) -> list:
     """Decide and apply n slots of appends from distinct clients; all Persist records."""
     records = []
     for i in range(first, first + n):
-        b = batch(("append", "k", str(i)), client=f"c{i}")
+        cid = f"c{i}"  # a new client: it opens its session in the same batch
+        b = Batch((Command(cid, 0, OpenSession()), Command(cid, 1, ("append", "k", str(i)))))
         records += [e.record for e in r.handle(Decisions(((i, b),)), 0) if isinstance(e, Persist)]
     return records
 
 
 def test_restarted_replica_rebuilds_its_state_from_its_disk(config, timing):
-    r = make(config, timing)
+    r = Replica("replica-0", (config,), KVStore(), timing)  # every session is in its log
     records = _apply(r, 5)
     back = Replica.recover("replica-0", (config,), KVStore(), timing, records)
     assert not back.recovering
@@ -332,3 +340,38 @@ def test_a_replica_behind_what_peers_keep_is_offered_their_state(config):
     (chunk,) = [m for _, m in sends(effects)]
     assert isinstance(chunk, StateChunk) and chunk.slot_out == 7 and chunk.offset == 0
     assert peer.handle(CatchUp("replica-1", 1), 0) == []  # a transfer is going on already
+
+
+def test_a_command_without_a_session_is_rejected_and_changes_nothing(config, timing):
+    r = make(config, timing)
+    b = batch(("put", "k", "v"), client="stranger")
+    effects = r.handle(Decisions(((1, b),)), 0)
+    assert ClientReply(Response("stranger", 1, None, SESSION_EXPIRED)) in effects
+    assert r.app.data == {} and "stranger" not in r.client_table
+
+
+def test_sessions_are_evicted_least_recently_used_first(config):
+    t = Timing(window=4, max_sessions=2)
+    r = Replica("replica-0", (config,), KVStore(), t)
+    opens = Batch(tuple(Command(c, 0, OpenSession()) for c in ("x", "y")))
+    r.handle(Decisions(((1, opens),)), 0)
+    r.handle(Decisions(((2, batch(("put", "k", "1"), client="x")),)), 0)  # x is now the newest
+    r.handle(Decisions(((3, Batch((Command("w", 0, OpenSession()),))),)), 0)  # evicts y
+    assert list(r.client_table) == ["x", "w"]
+    effects = r.handle(Decisions(((4, batch(("put", "k", "2"), client="y")),)), 0)
+    assert ClientReply(Response("y", 1, None, SESSION_EXPIRED)) in effects
+    assert r.app.data == {"k": "1"}
+
+
+def test_a_read_result_is_not_kept_and_a_retried_read_reads_again(config, timing):
+    r = make(config, timing)
+    r.handle(Decisions(((1, batch(("put", "k", "v1"), client="a")),)), 0)
+    read = batch(("get", "k"), client="b")
+    effects = r.handle(Decisions(((2, read),)), 0)
+    assert ClientReply(Response("b", 1, "v1")) in effects
+    assert r.client_table["b"] == (1, None)  # the value is not kept
+    r.handle(Decisions(((3, batch(("put", "k", "v2"), client="a", first_id=2)),)), 0)
+    # the retry is proposed again (not answered from the table) and reads again
+    assert [m for _, m in sends(r.handle(req("b", 1, ("get", "k")), 0))]
+    effects = r.handle(Decisions(((4, read),)), 0)
+    assert ClientReply(Response("b", 1, "v2")) in effects

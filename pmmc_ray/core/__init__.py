@@ -35,10 +35,12 @@ from .scout import Scout
 from .timing import Timing
 from .types import (
     BOTTOM,
+    SESSION_EXPIRED,
     Ballot,
     Batch,
     Command,
     Config,
+    OpenSession,
     ProtocolViolation,
     PValue,
     Reconfigure,
@@ -56,6 +58,7 @@ __all__ = [
     "Effect",
     "Leader",
     "Message",
+    "OpenSession",
     "PValue",
     "Persist",
     "ProtocolViolation",
@@ -63,6 +66,7 @@ __all__ = [
     "Replica",
     "Request",
     "Response",
+    "SESSION_EXPIRED",
     "Scout",
     "Send",
     "SetTimer",

@@ -5,11 +5,18 @@ State, as in the paper: the application ``app``, ``slot_in``, ``slot_out``,
 configurations (``configs``, each with the slot it starts at). Extensions:
 
 - Batching: a proposal is a :class:`Batch` of up to ``Timing.max_batch`` requests.
-- Exactly once: the replicated state includes a client table, client_id ->
-  (last command_id, response). A command is performed only if its command_id is
-  newer than the table's; a decided duplicate (the same command in a later slot, or
-  a retry) is skipped and answered from the table. This is the paper's "perform a
-  command only the first time it is decided", made to survive state transfer.
+- Exactly once, with client sessions: the replicated state includes a client table,
+  client_id -> (last command_id, its response, or None for a read), in least recently
+  used order, at most ``Timing.max_sessions`` entries. A client opens its session with
+  an :class:`OpenSession` command (its command 0). A command is performed only if its
+  session exists and its command_id is newer than the table's; a decided duplicate
+  (the same command in a later slot, or a retry) is skipped and answered from the table
+  (a read is performed again instead: its result is not kept, and reading again inside
+  the operation's interval is still linearizable). A command whose session is gone
+  (never opened, or evicted) is rejected with :data:`SESSION_EXPIRED`, so the table
+  stays bounded and nothing is ever performed twice. This is the paper's "perform a
+  command only the first time it is decided", made to survive state transfer and
+  bounded as the paper's section on client state suggests.
 - Reconfiguration: a batch holding one :class:`Reconfigure` command decided in slot s
   adds a configuration that starts at slot s + WINDOW. Because a replica proposes
   only for ``slot_in < slot_out + WINDOW`` (R5), it always knows the configuration
@@ -72,7 +79,15 @@ from .messages import (
 )
 from .timing import Timing, chunks
 from .transfer import Incoming, StateReceiver, StateSender
-from .types import Batch, Command, Config, ProtocolViolation, Reconfigure
+from .types import (
+    SESSION_EXPIRED,
+    Batch,
+    Command,
+    Config,
+    OpenSession,
+    ProtocolViolation,
+    Reconfigure,
+)
 
 TICK = "tick"
 CommandKey = tuple[str, int]
@@ -115,7 +130,8 @@ class Replica:
         self.requests: dict[CommandKey, Command] = {}
         self.proposals: dict[int, Batch] = {}
         self.decisions: dict[int, Batch] = {}
-        self.client_table: dict[str, tuple[int, Response]] = {}
+        # client -> (last command id, its response; None for a read), LRU order
+        self.client_table: dict[str, tuple[int, Response | None]] = {}
         self.recovering = recovering
         self.digest = ""  # hash chain of applied batches: equal slot_out => equal digest (R3)
         self._proposed: set[CommandKey] = set()
@@ -230,7 +246,8 @@ class Replica:
 
     def checkpoint(self) -> ReplicaSnapshot:
         """The durable checkpoint record of the current state."""
-        table = tuple((c, cid, r) for c, (cid, r) in sorted(self.client_table.items()))
+        # In least recently used order: eviction depends on it.
+        table = tuple((c, cid, r) for c, (cid, r) in self.client_table.items())
         return ReplicaSnapshot(
             self.slot_out, tuple(self.configs), self.app.snapshot(), table, self.digest
         )
@@ -258,14 +275,18 @@ class Replica:
     def _on_request(self, c: Command) -> list[Effect]:
         done = self.client_table.get(c.client_id)
         if done is not None and c.command_id <= done[0]:
-            # Already performed: answer from the table (only the latest is kept).
-            return [ClientReply(done[1])] if c.command_id == done[0] else []
+            # Already performed: answer from the table (only the latest is kept); a read
+            # whose result was not kept goes through the log again.
+            if c.command_id < done[0]:
+                return []
+            if done[1] is not None:
+                return [ClientReply(done[1])]
         if c.key in self.requests or c.key in self._proposed:
             return []
         try:
             if isinstance(c.op, Reconfigure):
                 validate_reconfigure(c.op)
-            else:
+            elif not isinstance(c.op, OpenSession):
                 self.app.validate(c.op)
         except InvalidOperation as e:
             return [ClientReply(Response(c.client_id, c.command_id, None, str(e)))]
@@ -358,12 +379,30 @@ class Replica:
     def _perform(self, slot: int, batch: Batch) -> list[Effect]:
         """Apply ``batch`` decided in ``slot`` (== slot_out) and advance slot_out."""
         effects: list[Effect] = []
+        table = self.client_table
         for c in batch.commands:
-            done = self.client_table.get(c.client_id)
-            if done is not None and c.command_id <= done[0]:
-                continue  # decided before, or superseded by a newer command: skip
+            done = table.pop(c.client_id, None)  # re-inserted last: most recently used
+            if isinstance(c.op, OpenSession):
+                table[c.client_id] = done or (c.command_id, Response(c.client_id, c.command_id))
+                effects.append(ClientReply(Response(c.client_id, c.command_id)))
+                while len(table) > self.timing.max_sessions:
+                    del table[next(iter(table))]  # the least recently used session
+                continue
+            if done is None:
+                effects.append(
+                    ClientReply(Response(c.client_id, c.command_id, None, SESSION_EXPIRED))
+                )
+                continue
+            table[c.client_id] = done
+            if c.command_id < done[0]:
+                continue  # superseded by a newer command of its client: skip
+            read = not isinstance(c.op, Reconfigure) and self.app.is_read_only(c.op)
+            if c.command_id == done[0]:
+                if done[1] is None and read:
+                    effects.append(ClientReply(self._execute(slot, c)))  # a read, again
+                continue  # decided before: performed once already
             resp = self._execute(slot, c)
-            self.client_table[c.client_id] = (c.command_id, resp)
+            table[c.client_id] = (c.command_id, None if read and resp.error is None else resp)
             effects.append(ClientReply(resp))
         self.digest = hashlib.blake2b(
             f"{self.digest}|{slot}|{batch!r}".encode(), digest_size=16

@@ -45,6 +45,10 @@ class Timing:
     """Applied decisions a replica keeps to help peers catch up; older ones by snapshot."""
     state_chunk: int = 1 << 20
     """Bytes of application state per chunk of a state transfer."""
+    max_sessions: int = 100_000
+    """Client sessions the replicated client table keeps; beyond it the least recently
+    used is evicted. Part of the replicated state's definition: every replica must use
+    the same value."""
     snapshot_every: int = 1000
     """A replica writes a checkpoint of its state (a ReplicaSnapshot record, which lets
     its earlier records go) once this many slots were applied since the last one."""
@@ -67,6 +71,7 @@ class Timing:
             "keep_decisions",
             "snapshot_every",
             "state_chunk",
+            "max_sessions",
             "max_entries_per_message",
         ):
             if getattr(self, name) < 1:

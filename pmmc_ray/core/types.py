@@ -44,11 +44,26 @@ class Reconfigure:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenSession:
+    """The operation that opens a client's session (its entry in the replicas' client
+    table). A client sends it once, as its command 0, before any other command: a
+    command from a client without a session is rejected with :data:`SESSION_EXPIRED`,
+    deterministically, so it can never run twice after the table forgot the client."""
+
+
+SESSION_EXPIRED = "session expired"
+"""The error of a command whose client has no session: it never opened one, or the
+replicas' client table evicted it (least recently used first, beyond ``max_sessions``).
+The command was not performed by that decision; if it had been sent before, an earlier
+decision may have performed it, so its outcome is unknown to the client."""
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A client command <client_id, command_id, op> (paper 2.1).
 
     ``op`` is either an application operation (any value the state machine accepts;
-    it must be comparable with ``==``) or a :class:`Reconfigure`.
+    it must be comparable with ``==``), a :class:`Reconfigure` or an :class:`OpenSession`.
     """
 
     client_id: str

@@ -25,6 +25,7 @@ _EXPORTS = {
     "NotDeployedError": "deployment",
     "OperationRejected": "client",
     "OutcomeUnknownError": "client",
+    "SessionExpiredError": "client",
     "connect": "deployment",
     "deploy": "deployment",
 }

@@ -1,12 +1,21 @@
 """Python clients of a deployment: :class:`Client` (blocking) and :class:`AsyncClient`.
 
-A client is a paper client: it has a unique ``client_id``, numbers its commands, and
-keeps at most one command outstanding (the replicas' client table remembers only the
-latest command per client, which is what makes retries exactly-once). It sends the
-command to one replica's ``submit``; if that replica does not answer in time or is
-down, it retries the *same* command, with the same id, at the next replica, until the
-per-operation deadline. Then the outcome is unknown, and the client says so with
-:class:`OutcomeUnknownError` rather than guessing.
+A client is a paper client with a session: it has a unique ``client_id``, opens its
+session in the replicated client table on first use (an ``OpenSession`` command, its
+command 0), numbers its commands, and keeps at most one command outstanding (the table
+remembers only the latest command per client, which is what makes retries
+exactly-once). It sends the command to one replica's ``submit``; if that replica does
+not answer in time or is down, it retries the *same* command, with the same id, at the
+next replica, until the per-operation deadline. Then the outcome is unknown, and the
+client says so with :class:`OutcomeUnknownError` rather than guessing; :meth:`retry`
+tries that same command again (it is performed at most once, whatever happens), and
+the next :meth:`execute` gives it up (it may still be performed, at most once, until a
+newer command of this client is).
+
+The table keeps a bounded number of sessions, least recently used first out. A command
+of an evicted session is rejected; the client raises :class:`SessionExpiredError` (its
+outcome is unknown: a retry may have been performed before) and opens a new session
+under a new client id for its next command.
 
 Operations are validated with the application's ``validate`` before anything is
 sent, so bad input raises :class:`~pmmc_ray.app.InvalidOperation` (a ValueError) and
@@ -28,7 +37,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from ..check.history import Operation
-from ..core import Command, Reconfigure, Response
+from ..core import SESSION_EXPIRED, Command, OpenSession, Reconfigure, Response
 from ..core.replica import validate_reconfigure
 from .actors import SubmitRefused, SubmitTimeout
 from .config import DeploymentConfig, load_app_class
@@ -39,6 +48,7 @@ __all__ = [
     "HistoryRecorder",
     "OperationRejected",
     "OutcomeUnknownError",
+    "SessionExpiredError",
 ]
 
 _RETRYABLE = (GetTimeoutError, RayActorError, ActorUnavailableError, asyncio.TimeoutError)
@@ -49,6 +59,12 @@ class OutcomeUnknownError(TimeoutError):
 
     The operation may or may not have been applied (it may even be applied later).
     """
+
+
+class SessionExpiredError(OutcomeUnknownError):
+    """The replicas no longer have this client's session (evicted as least recently used):
+    the command was refused, but a retry of it may have been performed before, so its
+    outcome is unknown. The client continues under a new session."""
 
 
 class OperationRejected(ValueError):
@@ -119,11 +135,13 @@ class _Base:
             raise ValueError("timeouts must be > 0")
         self.config = config
         self.namespace = config.namespace
-        # Command ids restart at 1 with every client object, and replicas remember the
-        # last (client_id, command_id) they performed: a reused id would be answered
-        # with an old command's result. So a given id is only a prefix.
-        suffix = uuid.uuid4().hex
-        self.client_id = f"{client_id}-{suffix[:12]}" if client_id else suffix
+        # Command ids restart with every session, and replicas remember the last
+        # (client_id, command_id) they performed: a reused id would be answered with an
+        # old command's result. So a given id is only a prefix.
+        self._prefix = client_id
+        self.client_id = self._new_id()
+        self._opened = False
+        self._in_doubt: tuple[Command, _Entry | None] | None = None
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
         self.recorder = recorder
@@ -138,13 +156,30 @@ class _Base:
         self._last = "no attempt"  # why the latest attempt of the current command failed
         self._handles: dict[str, Any] = {}
 
+    def _new_id(self) -> str:
+        suffix = uuid.uuid4().hex
+        return f"{self._prefix}-{suffix[:12]}" if self._prefix else suffix
+
     def _command(self, op: Any) -> Command:
         # Raises InvalidOperation before anything is sent.
         if isinstance(op, Reconfigure):
             validate_reconfigure(op)
         else:
             self._app.validate(op)
+        self._in_doubt = None  # a new command gives up the one whose outcome is unknown
         return Command(self.client_id, next(self._counter), op)
+
+    def _open_command(self) -> Command | None:
+        """The OpenSession command to send before the first command, if needed."""
+        return None if self._opened else Command(self.client_id, 0, OpenSession())
+
+    def _take_in_doubt(self) -> tuple[Command, _Entry | None]:
+        if self._in_doubt is None:
+            raise RuntimeError(
+                "nothing to retry: no operation of this client has an unknown outcome"
+            )
+        cmd_entry, self._in_doubt = self._in_doubt, None
+        return cmd_entry
 
     def _begin(self, op: Any) -> _Entry | None:
         # Reconfigurations are not part of the application's history.
@@ -203,6 +238,20 @@ class _Base:
         return [self._replicas[(self._start + i) % n] for i in range(n)]
 
     def _outcome(self, cmd: Command, entry: _Entry | None, resp: Response) -> Any:
+        if cmd.command_id == 0:
+            self._opened = True
+            return None
+        if resp.error == SESSION_EXPIRED:
+            # Rejected by this decision; an earlier decision of a retry may have performed
+            # it (the entry keeps an unknown outcome). Start over under a new session.
+            old = self.client_id
+            self.client_id, self._opened = self._new_id(), False
+            self._counter = itertools.count(1)
+            raise SessionExpiredError(
+                f"the session of client {old} expired (evicted from the replicas' client "
+                f"table) before command {cmd.command_id} {cmd.op!r:.80}; it may or may not "
+                "have been applied. The client continues under a new session."
+            )
         if resp.error is not None:
             if entry is not None and self.recorder is not None:
                 self.recorder.rejected(entry)
@@ -215,7 +264,7 @@ class _Base:
         return OutcomeUnknownError(
             f"no replica confirmed command {cmd.command_id} {cmd.op!r:.80} of client "
             f"{self.client_id} within {self.timeout_s:g}s (last problem: {last}); "
-            "it may or may not have been applied"
+            "it may or may not have been applied (retry() tries the same command again)"
         )
 
 
@@ -246,7 +295,19 @@ class Client(_Base):
         """Perform ``op`` on the replicated state machine and return its result."""
         with self._lock:
             cmd = self._command(op)
-            entry = self._begin(op)
+            opening = self._open_command()
+            if opening is not None:
+                self._submit(opening, None)
+            return self._submit(cmd, self._begin(op))
+
+    def retry(self) -> Any:
+        """Try again the command of the last :class:`OutcomeUnknownError`, with the same
+        command id: it is performed at most once, and this returns its result."""
+        with self._lock:
+            return self._submit(*self._take_in_doubt())
+
+    def _submit(self, cmd: Command, entry: _Entry | None) -> Any:
+        try:
             for step in self._attempts(cmd, time.monotonic):
                 if isinstance(step, float):
                     time.sleep(step)
@@ -259,7 +320,13 @@ class Client(_Base):
                     continue
                 if self._answered(name, res):
                     return self._outcome(cmd, entry, res)
-            raise AssertionError("unreachable: _attempts ends by raising")
+        except SessionExpiredError:
+            raise  # nothing to retry: that session is gone
+        except OutcomeUnknownError:
+            if cmd.command_id > 0:
+                self._in_doubt = (cmd, entry)  # for retry()
+            raise
+        raise AssertionError("unreachable: _attempts ends by raising")
 
     def get(self, key: str) -> str | None:
         """The value of ``key``, or None if it is absent."""
@@ -308,7 +375,21 @@ class AsyncClient(_Base):
             self._lock = asyncio.Lock()
         async with self._lock:
             cmd = self._command(op)
-            entry = self._begin(op)
+            opening = self._open_command()
+            if opening is not None:
+                await self._submit(opening, None)
+            return await self._submit(cmd, self._begin(op))
+
+    async def retry(self) -> Any:
+        """Try again the command of the last :class:`OutcomeUnknownError`, with the same
+        command id: it is performed at most once, and this returns its result."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._submit(*self._take_in_doubt())
+
+    async def _submit(self, cmd: Command, entry: _Entry | None) -> Any:
+        try:
             for step in self._attempts(cmd, asyncio.get_running_loop().time):
                 if isinstance(step, float):
                     await asyncio.sleep(step)
@@ -323,7 +404,13 @@ class AsyncClient(_Base):
                     continue
                 if self._answered(name, res):
                     return self._outcome(cmd, entry, res)
-            raise AssertionError("unreachable: _attempts ends by raising")
+        except SessionExpiredError:
+            raise  # nothing to retry: that session is gone
+        except OutcomeUnknownError:
+            if cmd.command_id > 0:
+                self._in_doubt = (cmd, entry)  # for retry()
+            raise
+        raise AssertionError("unreachable: _attempts ends by raising")
 
     async def get(self, key: str) -> str | None:
         return await self.execute(("get", key))

@@ -64,6 +64,7 @@ class DeploymentConfig(BaseModel):
     keep_decisions: int = Field(1000, ge=1)
     snapshot_every: int = Field(1000, ge=1)
     state_chunk: int = Field(1 << 20, ge=1)
+    max_sessions: int = Field(100_000, ge=1)
     max_entries_per_message: int = Field(256, ge=1)
 
     data_dir: str = "~/.pmmc-ray/data"

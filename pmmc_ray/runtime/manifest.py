@@ -51,11 +51,11 @@ MANIFEST_NAME = "deployment.json"
 DEPLOY_LOCK_NAME = "deployment.lock"
 FORMAT = 1
 
-IDENTITY_FIELDS = ("replicas", "leaders", "acceptors", "app", "window")
+IDENTITY_FIELDS = ("replicas", "leaders", "acceptors", "app", "window", "max_sessions")
 """Config fields a re-attached deployment must keep. Sizes and the app define what the
 data is; WINDOW decides where a decided reconfiguration takes effect (slot s + WINDOW),
-so replicas replaying their logs with another WINDOW would diverge. Timing fields may
-change between runs."""
+and max_sessions which client sessions the table evicts, so replicas replaying their
+logs with another value would diverge. Timing fields may change between runs."""
 
 
 class DataDirError(RuntimeError):

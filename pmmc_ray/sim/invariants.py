@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..app import InvalidOperation, KVStore, StateMachine
-from ..core import Acceptor, Ballot, Batch, Reconfigure, Replica
+from ..core import Acceptor, Ballot, Batch, OpenSession, Reconfigure, Replica
 from ..core.messages import (
     AcceptorAccept,
     AcceptorCollected,
@@ -75,7 +75,11 @@ class InvariantChecker:
     """Global safety checker fed by the simulator after every step."""
 
     def __init__(
-        self, quorum_of: dict[int, int], app_factory: Callable[[], StateMachine] = KVStore
+        self,
+        quorum_of: dict[int, int],
+        app_factory: Callable[[], StateMachine] = KVStore,
+        *,
+        max_sessions: int = 100_000,
     ) -> None:
         self.quorum_of = quorum_of  # epoch -> acceptor majority size (filled in by the sim)
         self.violations: list[str] = []
@@ -90,7 +94,8 @@ class InvariantChecker:
         self.digest_at: dict[int, str] = {}
         self.chosen_in: dict[int, int] = {}  # slot -> epoch that chose it (E1)
         self.ref_app = app_factory()
-        self.ref_table: dict[str, int] = {}
+        self.ref_table: dict[str, int] = {}  # client -> last command id, LRU order
+        self.max_sessions = max_sessions
         self.ref_slot = 1
         self.ref_at: dict[int, str] = {1: self._state_hash(self.ref_app, {})}
         self.durable_slot_out: dict[str, int] = {}  # replica -> slots 1.. on its disk (D1)
@@ -327,16 +332,30 @@ class InvariantChecker:
         return h.hexdigest()
 
     def _advance_reference(self, upto: int) -> None:
+        """The reference: the spec of exactly-once with sessions, written independently of
+        the replica. A session opens with OpenSession; a command of a client without one
+        changes nothing; every command of a session makes it the most recently used; the
+        least recently used session goes beyond ``max_sessions``."""
+        table = self.ref_table
         while self.ref_slot < upto and self.ref_slot in self.decided:
             for c in self.decided[self.ref_slot].commands:
-                if self.ref_table.get(c.client_id, -1) >= c.command_id:
+                last = table.pop(c.client_id, None)
+                if isinstance(c.op, OpenSession):
+                    table[c.client_id] = c.command_id if last is None else last
+                    while len(table) > self.max_sessions:
+                        del table[next(iter(table))]
+                    continue
+                if last is None:
+                    continue  # no session: rejected
+                table[c.client_id] = last
+                if last >= c.command_id:
                     continue  # performed before: exactly once
                 if not isinstance(c.op, Reconfigure):
                     try:
                         self.ref_app.apply(c.op)
                     except InvalidOperation:
                         pass
-                self.ref_table[c.client_id] = c.command_id
+                table[c.client_id] = c.command_id
             self.ref_slot += 1
             self.ref_at[self.ref_slot] = self._state_hash(self.ref_app, self.ref_table)
 

@@ -18,8 +18,9 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
     One run in four uses f=2 (3 replicas, 3 leaders, 5 acceptors); WINDOW is 1, 2, 4
     or 8; batches hold at most 1, 3 or 64 commands; a replica keeps 1, 2 or WINDOW
     proposals in flight and checkpoints every 2, 7 or 1000 slots; state transfers move
-    16, 64 or 2^20 bytes per chunk; replicas keep 3 or 1000 decisions for peers; 2 to
-    5 clients.
+    16, 64 or 2^20 bytes per chunk; replicas keep 3 or 1000 decisions for peers; the
+    client table keeps 5 or 100,000 sessions (5: the clients and the admin evict each
+    other now and then); 2 to 5 clients.
     """
     if not base.vary:
         return base
@@ -33,6 +34,7 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
         snapshot_every=r.choice([2, 7, 1000]),
         state_chunk=r.choice([16, 64, 1 << 20]),
         keep_decisions=r.choice([3, 1000]),
+        max_sessions=r.choice([5, 100_000]),
     )
     return replace(
         base,

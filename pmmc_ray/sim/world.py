@@ -16,9 +16,11 @@ recovers by state transfer. Faults stop at ``fault_until``; after that every cra
 process restarts, partitions heal and the network is reliable, and every client
 operation must finish.
 
-Clients are simulated too: each runs a sequence of KV operations one at a time,
-retrying with the same command id until it gets an answer, and records invoke and
-return times for the linearizability checker.
+Clients are simulated too: each opens a session, then runs a sequence of KV operations
+one at a time, retrying with the same command id until it gets an answer, and records
+invoke and return times for the linearizability checker. A command rejected because the
+session was evicted counts as an operation of unknown outcome; the client then opens a
+new session under a new id.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from ..app import KVStore
 from ..check.history import Operation
 from ..check.linearizability import KV_MODEL, check
 from ..core import (
+    SESSION_EXPIRED,
     Acceptor,
     ClientReply,
     Command,
     Commander,
     Config,
     Leader,
+    OpenSession,
     Persist,
     ProtocolViolation,
     Reconfigure,
@@ -231,6 +235,9 @@ class _SimClient:
         self.current: ClientOp | None = None
         self.done = 0
         self.reads: dict[str, str | None] = {}
+        self.sessions = 1
+        self.session = f"{cid}~1"  # the client id its commands carry
+        self.opened = False
 
     def next_op(self, now: int) -> ClientOp:
         keys = [f"k{i}" for i in range(self.params.keys)]
@@ -248,10 +255,16 @@ class _SimClient:
         else:
             expected = self.reads.get(k) if self.rng.random() < 0.7 else None
             op = ("cas", k, expected, tag)
-        c = ClientOp(self.id, self.next_id, op, now)
+        c = ClientOp(self.session, self.next_id, op, now)
         self.next_id += 1
         self.current = c
         return c
+
+    def new_session(self) -> None:
+        self.sessions += 1
+        self.session = f"{self.id}~{self.sessions}"
+        self.opened = False
+        self.next_id = 1
 
 
 class Simulation:
@@ -287,11 +300,13 @@ class Simulation:
         self.had_state: dict[str, bool] = {}  # replica -> held state when it crashed
         self._config0: Config | None = None
         self._last_configs: tuple[Config, ...] = ()
-        self.checker = InvariantChecker({})
+        self.checker = InvariantChecker({}, max_sessions=params.timing.max_sessions)
         self.checker.replicas_now = lambda: self._current_config().replicas
         self.clients: dict[str, _SimClient] = {}
         self.history: list[ClientOp] = []
         self.admin_pending: ClientOp | None = None
+        self.admin_session = "admin~1"
+        self.admin_opened = False
         self._next_id = {"replica": 0, "leader": 0, "acceptor": 0}
         self.faulty = True
 
@@ -438,8 +453,9 @@ class Simulation:
     def _dispatch(self, kind: str, payload: Any) -> None:
         if kind == "deliver":
             src, dst, msg = payload
-            if dst in self.clients or dst == "admin":
-                self._client_receive(dst, msg)
+            owner = dst.split("~", 1)[0]  # clients' messages go to their session id
+            if owner in self.clients or owner == "admin":
+                self._client_receive(owner, msg)
             elif dst in self.alive:
                 self._log(f"{src} -> {dst} {msg!r}")
                 self._step(dst, msg)
@@ -544,10 +560,15 @@ class Simulation:
         return self._known_configs()[-1]
 
     def _client_send(self, cid: str, op: ClientOp) -> None:
+        c = self.clients[cid]
         replicas = self._current_config().replicas
         dst = self.rng.choice(replicas)
-        self._log(f"{cid} request {op.command_id} {op.op!r} -> {dst}")
-        self._send(cid, dst, Request(Command(cid, op.command_id, op.op)))
+        if not c.opened:
+            self._log(f"{c.session} open session -> {dst}")
+            self._send(c.session, dst, Request(Command(c.session, 0, OpenSession())))
+            return
+        self._log(f"{c.session} request {op.command_id} {op.op!r} -> {dst}")
+        self._send(c.session, dst, Request(Command(c.session, op.command_id, op.op)))
 
     def _client_next(self, cid: str) -> None:
         c = self.clients[cid]
@@ -569,17 +590,30 @@ class Simulation:
         if not isinstance(msg, Response):
             return
         if cid == "admin":
-            op = self.admin_pending
-            if op is not None and op.command_id == msg.command_id:
-                op.ret, op.result, op.error = self.now, msg.result, msg.error
-                self._log(f"admin reconfigured: epoch {msg.result} {msg.error or ''}")
-                self.admin_pending = None
-                if self.faulty:
-                    self._schedule(self.rng.randint(200, 1200), "nemesis_reconfig", None)
+            self._admin_receive(msg)
             return
         c = self.clients[cid]
+        if msg.client_id != c.session:
+            return  # for an earlier session
+        if msg.command_id == 0:
+            if not c.opened:
+                c.opened = True
+                self._log(f"{c.session} session open")
+                if c.current is not None:
+                    self._client_send(cid, c.current)
+            return
         op = c.current
         if op is None or op.command_id != msg.command_id or op.ret is not None:
+            return
+        if msg.error == SESSION_EXPIRED:
+            # The session was evicted: the outcome of this operation is unknown (an
+            # earlier decision of a retry may have performed it). New session, next op.
+            self._log(f"{c.session} session expired at command {op.command_id}")
+            op.ret, op.error = self.now, SESSION_EXPIRED
+            c.new_session()
+            c.done += 1
+            c.current = None
+            self._schedule(self.rng.randint(0, 15), "client_next", cid)
             return
         op.ret, op.result, op.error = self.now, msg.result, msg.error
         self._log(f"{cid} response {op.command_id} {msg.result!r} {msg.error or ''}")
@@ -727,8 +761,33 @@ class Simulation:
         if self.admin_pending is None or self.admin_pending.command_id != cmd_id:
             return
         dst = self.rng.choice(self._current_config().replicas)
-        self._send("admin", dst, Request(Command("admin", cmd_id, self._admin_op)))
+        sid = self.admin_session
+        if not self.admin_opened:
+            self._send(sid, dst, Request(Command(sid, 0, OpenSession())))
+        else:
+            self._send(sid, dst, Request(Command(sid, cmd_id, self._admin_op)))
         self._schedule(self.params.client_retry, "admin_retry", cmd_id)
+
+    def _admin_receive(self, msg: Response) -> None:
+        if msg.client_id != self.admin_session:
+            return
+        op = self.admin_pending
+        if msg.command_id == 0:
+            if not self.admin_opened:
+                self.admin_opened = True
+                if op is not None:
+                    self._admin_send(op.command_id)
+            return
+        if op is None or op.command_id != msg.command_id:
+            return
+        op.ret, op.result, op.error = self.now, msg.result, msg.error
+        self._log(f"admin reconfigured: epoch {msg.result} {msg.error or ''}")
+        if msg.error == SESSION_EXPIRED:
+            n = int(self.admin_session.split("~")[1]) + 1
+            self.admin_session, self.admin_opened = f"admin~{n}", False
+        self.admin_pending = None
+        if self.faulty:
+            self._schedule(self.rng.randint(200, 1200), "nemesis_reconfig", None)
 
     def _initial_config(self) -> Config:
         assert self._config0 is not None
@@ -772,12 +831,18 @@ class Simulation:
         completed = sum(1 for o in ops if o.ret is not None)
         verdict, detail = "skipped", ""
         if not self.checker.violations:
+            # A rejected operation changed nothing; one whose session expired may have been
+            # performed by an earlier decision: its outcome is unknown.
             hist = [
                 Operation(
-                    o.client, float(o.call), None if o.ret is None else float(o.ret), o.op, o.result
+                    o.client,
+                    float(o.call),
+                    None if o.ret is None or o.error == SESSION_EXPIRED else float(o.ret),
+                    o.op,
+                    o.result,
                 )
                 for o in ops
-                if o.error is None
+                if o.error is None or o.error == SESSION_EXPIRED
             ]
             res = check(hist, KV_MODEL, timeout=30.0)
             verdict, detail = res.verdict, str(getattr(res, "detail", ""))
@@ -806,11 +871,12 @@ class Simulation:
 
 
 class _ForgetfulTable(dict):
-    """Bug injection for ``no-dedup``: a client table that never remembers anything,
-    so a command decided in two slots is performed twice."""
+    """Bug injection for ``no-dedup``: a client table that keeps sessions but forgets
+    which command each client ran last, so a command decided in two slots (or retried)
+    is performed twice."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        return None
+        super().__setitem__(key, (0, value[1]))
 
 
 class _NoPersistReplica(Replica):

@@ -188,3 +188,45 @@ def test_shutdown_removes_actors_config_and_data(ray_session, data_dir):
     assert names == []
     with pytest.raises(NotDeployedError):
         connect("t-shutdown")
+
+
+def test_retry_after_an_unknown_outcome_performs_the_command_once(dep):
+    """Nothing can be decided (replicas cannot reach the leaders): the append's outcome
+    is unknown. Once the network heals, retry() sends the same command again: it is
+    performed exactly once, however many copies of it were decided."""
+    from pmmc_ray.runtime import OutcomeUnknownError
+
+    kv = dep.client(timeout_s=2.0, attempt_timeout_s=0.5)
+    kv.put("once", "")
+    cut = [[r, ldr] for r in dep.config.replica_ids() for ldr in dep.config.leader_ids()]
+    dep.set_faults(blocked=cut)
+    try:
+        with pytest.raises(OutcomeUnknownError, match="retry"):
+            kv.append("once", "[x]")
+    finally:
+        dep.set_faults()
+    assert kv.retry() is None
+    assert kv.get("once") == "[x]"
+    with pytest.raises(RuntimeError, match="nothing to retry"):
+        kv.retry()
+
+
+def test_an_evicted_session_is_refused_and_the_client_continues(make_deployment):
+    from pmmc_ray.runtime import SessionExpiredError
+
+    small = make_deployment("sessions", max_sessions=2)
+    a, b, c = (small.client(timeout_s=30) for _ in range(3))
+    a.put("k", "a")
+    b.put("k", "b")
+    c.put("k", "c")  # three sessions, room for two: a's is the least recently used
+    old = a.client_id
+    with pytest.raises(SessionExpiredError, match="may or may not have been applied"):
+        a.put("k", "a2")
+    assert a.client_id != old  # a new session from now on
+    assert a.get("k") == "c"  # the refused put changed nothing
+    a.put("k", "a3")
+    assert c.get("k") == "a3"
+    # a's new session evicted the least recently used one, b's
+    with pytest.raises(SessionExpiredError):
+        b.get("k")
+    assert b.get("k") == "a3"  # under its own new session
