@@ -821,24 +821,45 @@ class _ReplicaHost(_Host):
         )
         return resp
 
+    def _configs(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "epoch": c.epoch,
+                "start_slot": c.start_slot,
+                "replicas": list(c.replicas),
+                "leaders": list(c.leaders),
+                "acceptors": list(c.acceptors),
+            }
+            for c in self.role.configs
+        ]
+
+    async def configs(self) -> dict[str, Any]:
+        """The configurations this replica knows (cheap: clients call it)."""
+        if self.role is None:
+            return {"error": self.refusing or "not running"}
+        return {"recovering": self.role.recovering, "configs": self._configs()}
+
+    async def state_hash(self) -> dict[str, Any]:
+        """slot_out, the history digest, and a sha256 of the whole application state and
+        client table. The hash serializes the whole state: call it to compare replicas,
+        not on a request path (status() gives the digest, which is kept incrementally)."""
+        if self.role is None:
+            return {"error": self.refusing or "not running"}
+        r = self.role
+        h = hashlib.sha256(r.app.snapshot())
+        h.update(repr([(c, cid) for c, (cid, _) in sorted(r.client_table.items())]).encode())
+        return {"slot_out": r.slot_out, "digest": r.digest, "state_sha256": h.hexdigest()}
+
     def _role_status(self) -> dict[str, Any]:
         r = self.role
         return {
             "slot_in": r.slot_in,
             "slot_out": r.slot_out,
             "recovering": r.recovering,
-            "configs": [
-                {
-                    "epoch": c.epoch,
-                    "start_slot": c.start_slot,
-                    "replicas": list(c.replicas),
-                    "leaders": list(c.leaders),
-                    "acceptors": list(c.acceptors),
-                }
-                for c in r.configs
-            ],
+            "configs": self._configs(),
             "digest": r.digest,
-            "state_sha256": hashlib.sha256(r.app.snapshot()).hexdigest(),
+            "sessions": len(r.client_table),
+            "decisions_kept": len(r.decisions),
             "requests": len(r.requests),
             "proposals": len(r.proposals),
             "decided_commands": self.decided_commands,

@@ -189,7 +189,7 @@ class Deployment:
         """The configurations (epochs) known to the most advanced reachable replica."""
         best: list[dict[str, Any]] = []
         replicas = [n for n in self.names() if n.startswith("replica-")]
-        for st in self._gather("status", timeout_s, names=replicas).values():
+        for st in self._gather("configs", timeout_s, names=replicas).values():
             if "error" not in st and not st.get("recovering"):
                 cfgs = st.get("configs") or []
                 if len(cfgs) > len(best):

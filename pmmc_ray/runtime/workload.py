@@ -125,30 +125,28 @@ def raw_ray_round_trip_ms(dep: Deployment, n: int = 200) -> float:
 
 
 def replica_states(dep: Deployment, settle_s: float = 15.0) -> tuple[bool, dict[str, Any]]:
-    """Wait until the replicas agree on slot_out and compare their state hashes."""
+    """Wait until the replicas agree on slot_out and compare their state hashes (each
+    hashes its whole state on request: an end-of-run check, not a request path)."""
     deadline = time.monotonic() + settle_s
     while True:
-        st = dep.status(timeout_s=5.0)["actors"]
-        reps = {n: s for n, s in st.items() if n.startswith("replica-")}
-        summary = {
-            n: (
-                {
-                    "slot_out": s.get("slot_out"),
-                    "state_sha256": s.get("state_sha256"),
-                    "recovering": s.get("recovering"),
-                }
-                if isinstance(s, dict)
-                else {"error": str(s)}
-            )
-            for n, s in sorted(reps.items())
-        }
+        reps = [n for n in dep.names() if n.startswith("replica-")]
+        st = dep._gather("status", 5.0, names=reps)
+        hashes = dep._gather("state_hash", 15.0, names=reps)
+        summary = {}
+        for n in sorted(reps):
+            s, h = st[n], hashes[n]
+            if not isinstance(s, dict) or "error" in s or "error" in h:
+                summary[n] = {"error": str(s.get("error") if isinstance(s, dict) else s)}
+                continue
+            summary[n] = {
+                "slot_out": h.get("slot_out"),
+                "state_sha256": h.get("state_sha256"),
+                "recovering": s.get("recovering"),
+            }
         vals = {(v.get("slot_out"), v.get("state_sha256")) for v in summary.values()}
         healthy = all(
-            isinstance(s, dict)
-            and "error" not in s
-            and not s.get("recovering")
-            and not s.get("refusing")
-            for s in reps.values()
+            "error" not in v and not v.get("recovering") and not st[n].get("refusing")
+            for n, v in summary.items()
         )
         ok = healthy and len(reps) > 0 and len(vals) == 1
         if ok or time.monotonic() > deadline:
