@@ -140,13 +140,13 @@ def test_the_log_is_compacted_into_one_snapshot_record():
 
     a = Acceptor("acceptor-0")
     records = []
-    for s in range(1, COMPACT_SLACK + 40):
+    for s in range(1, 2 * COMPACT_SLACK + 40):
         records += [
             e.record
             for e in a.handle(P2a("c", 0, ballot(1), ((s, X),)), 0)
             if isinstance(e, Persist)
         ]
-    effects = a.handle(Collect("leader-0", 0, COMPACT_SLACK + 38), 0)
+    effects = a.handle(Collect("leader-0", 0, 2 * COMPACT_SLACK + 38), 0)
     snap = effects[-1].record
     assert isinstance(snap, AcceptorSnapshot)
     back = Acceptor.recover("acceptor-0", [snap])

@@ -22,7 +22,9 @@ forgets those pvalues and keeps a *collected mark*: it never accepts a slot belo
 again, and reports it in every p1b and p2b, so that a new leader never mistakes a
 collected slot for an empty one (and never runs phase 2 for it). A p1b carries only
 slots at or above both the mark and the p1a's floor. The log is compacted by an
-:class:`AcceptorSnapshot` record once it holds many more records than live state.
+:class:`AcceptorSnapshot` record once the records it holds for forgotten or replaced
+pvalues outnumber the live ones (by ``COMPACT_SLACK``), so its size follows the live
+state, whatever the size of the values.
 A p2a for a pvalue the acceptor already holds (same ballot, so same value) is
 acknowledged again without being persisted again.
 """
@@ -61,8 +63,9 @@ class AcceptorEpoch:
     collected_below: int = 0  # every slot below was decided and forgotten (paper 4.2)
 
 
-COMPACT_SLACK = 64
-"""The log is compacted once it holds this many records more than twice the live ones."""
+COMPACT_SLACK = 8
+"""The log is compacted once it holds this many more dead pvalue records than live ones
+(or 64 more records of any kind than four times the live pvalues)."""
 
 
 class Acceptor:
@@ -72,6 +75,7 @@ class Acceptor:
         self.id = acceptor_id
         self.epochs: dict[int, AcceptorEpoch] = {}
         self.records = 0  # records in the durable log since its last snapshot
+        self.dead = 0  # pvalues in those records since forgotten or replaced
 
     @classmethod
     def recover(cls, acceptor_id: str, records: Iterable[DurableRecord]) -> Acceptor:
@@ -116,17 +120,20 @@ class Acceptor:
                     cur = st.accepted.get(pv.slot)
                     if cur is None or pv.ballot >= cur.ballot:
                         st.accepted[pv.slot] = pv
+                        self.dead += cur is not None
             case AcceptorCollected(epoch=e, below=below):
                 st = self.state(e)
                 if below > st.collected_below:
                     st.collected_below = below
-                    st.accepted = {s: pv for s, pv in st.accepted.items() if s >= below}
+                    kept = {s: pv for s, pv in st.accepted.items() if s >= below}
+                    self.dead += len(st.accepted) - len(kept)
+                    st.accepted = kept
             case AcceptorSnapshot(epochs=epochs):
                 self.epochs = {
                     e: AcceptorEpoch(b, {pv.slot: pv for pv in pvs}, below)
                     for e, b, below, pvs in epochs
                 }
-                self.records = 0
+                self.records = self.dead = 0
             case _:
                 raise TypeError(f"not an acceptor record: {rec!r}")
 
@@ -194,7 +201,7 @@ class Acceptor:
         if m.below <= st.collected_below:
             return []  # stale or duplicate
         effects: list[Effect] = [self._persist(AcceptorCollected(m.epoch, m.below))]
-        live = sum(len(e.accepted) + 1 for e in self.epochs.values())
-        if self.records > 2 * live + COMPACT_SLACK:
+        live = sum(len(e.accepted) for e in self.epochs.values())
+        if self.dead > live + COMPACT_SLACK or self.records > 4 * live + 64:
             effects.append(self._persist(self.snapshot()))
         return effects

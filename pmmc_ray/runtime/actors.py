@@ -200,6 +200,15 @@ class _Metrics:
 # --- the host ------------------------------------------------------------------------------
 
 
+def _rss_bytes() -> int | None:
+    """This process's resident set size (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _restart_info() -> tuple[bool, int | None]:
     """(was this actor reconstructed?, how many restarts Ray counted, if known)."""
     ctx = ray.get_runtime_context()
@@ -252,6 +261,8 @@ class _Host:
         self._lookup_failed: dict[str, float] = {}
         self.sent_calls = 0
         self.sent_messages = 0
+        self.max_payload: dict[str, int] = {}
+        self.payload_bytes: dict[str, int] = {}
         self.dropped_messages = 0
         self.steps = 0
         if self.reconstructed:
@@ -481,6 +492,10 @@ class _Host:
             return
         self.sent_calls += 1
         self.sent_messages += len(msgs)
+        kind = type(msgs[0]).__name__  # per kind of message: the largest call, and all
+        if len(payload) > self.max_payload.get(kind, 0):
+            self.max_payload[kind] = len(payload)
+        self.payload_bytes[kind] = self.payload_bytes.get(kind, 0) + len(payload)
 
     # --- actor methods --------------------------------------------------------------------
 
@@ -505,6 +520,11 @@ class _Host:
     async def ping(self) -> str:
         """Readiness probe."""
         return "pong"
+
+    async def reset_payload_stats(self) -> None:
+        """Forget the payload sizes seen so far (to measure one event)."""
+        self.max_payload.clear()
+        self.payload_bytes.clear()
 
     async def where(self) -> dict[str, Any]:
         """Where this actor runs (cheap, unlike :meth:`status`)."""
@@ -565,11 +585,15 @@ class _Host:
             "sent_calls": self.sent_calls,
             "sent_messages": self.sent_messages,
             "dropped_messages": self.dropped_messages,
+            "max_payload_bytes": dict(self.max_payload),
+            "payload_bytes": dict(self.payload_bytes),
+            "rss_bytes": _rss_bytes(),
             "faults": self.faults.as_dict(),
         }
         if self.storage is not None:
             st["storage"] = str(self.storage.path)
             st["storage_records"] = self.storage.count()
+            st["storage_bytes"] = self.storage.size_bytes()
         if self.storage_lost:
             st["storage_lost_at_start"] = True
         if self.refusing is not None:

@@ -218,6 +218,8 @@ class RecordLog:
     def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # After each checkpoint the write-ahead log shrinks back to at most this size.
+        conn.execute("PRAGMA journal_size_limit=4194304")
         conn.execute("CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, record BLOB)")
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         return conn
@@ -248,7 +250,10 @@ class RecordLog:
             raise
         conn.execute("COMMIT")
         if cut is not None:
-            conn.execute("PRAGMA incremental_vacuum")  # give the freed pages back to the disk
+            # Give the freed pages back to the disk, then move the write-ahead log into
+            # the database and truncate both: the files shrink to the live records.
+            conn.execute("PRAGMA incremental_vacuum")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def load(self) -> list[Any]:
         """Every record, in the order it was appended."""
@@ -257,6 +262,16 @@ class RecordLog:
 
     def count(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
 
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
