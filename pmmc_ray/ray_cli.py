@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from .gateway_cli import add_gateway_options
+
 KV_COMMANDS = {"get": 1, "put": 2, "delete": 1, "append": 2, "cas": 3}
 
 
@@ -77,6 +79,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", parents=[common], help="deploy on an existing Ray cluster")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("-f", type=int, default=None, help="crashes to tolerate (default 1)")
+    p.add_argument(
+        "--gateway", action="store_true", help="also start the HTTP gateway on every node"
+    )
+    add_gateway_options(p, prefix="gateway-")
     p = sub.add_parser("down", parents=[common], help="remove a deployment and its data")
     p.add_argument("--keep-data", action="store_true", help="keep the data directory")
     p = sub.add_parser(
@@ -290,16 +296,25 @@ def _up(args: argparse.Namespace) -> int:
     print(f"deployed {len(dep.names())} actors in namespace {cfg.namespace}")
     for note in dep.notes:
         print(f"note: {note}")
+    if args.gateway:
+        from .gateway.server import start_gateways
+        from .gateway_cli import print_gateways, settings_from
+
+        print_gateways(start_gateways(cfg.namespace, settings_from(args, "gateway-")))
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
+    from .gateway.server import stop_gateways
     from .runtime import connect
 
     args.namespace = args.namespace or "pmmc"
     dep = connect(args.namespace, address=args.address)
+    gateways = stop_gateways(args.namespace)
     dep.shutdown(delete_data=not args.keep_data)
-    print(f"removed deployment {args.namespace}")
+    print(
+        f"removed deployment {args.namespace}" + (f" and {gateways} gateway(s)" if gateways else "")
+    )
     return 0
 
 
