@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import gateway_cli, ray_cli
+from . import gateway_cli, loadtest_cli, ray_cli
 from .check import lincheck_cli
 from .sim import cli as sim_cli
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_cli.add_parser(sub)
     lincheck_cli.add_parser(sub)
     gateway_cli.add_parser(sub)
+    loadtest_cli.add_parser(sub)
     return parser
 
 
@@ -27,6 +28,7 @@ _COMMANDS = {
     "sim": sim_cli.run,
     "lincheck": lincheck_cli.run,
     "gateway": gateway_cli.run,
+    "loadtest": loadtest_cli.run,
 }
 _COMMANDS.update(
     {

@@ -1,0 +1,442 @@
+"""``pmmc-ray loadtest``: start what is needed, run Locust headless, check the history.
+
+:func:`run_loadtest` with a :class:`LoadTestPlan`:
+
+1. without an address, starts an embedded local Ray, deploys a fresh f=1 deployment
+   and (for HTTP users) a gateway on 127.0.0.1 at a free port; with one, connects to
+   the deployment and uses the gateway of this node (``pmmc-ray gateway start``);
+2. runs Locust headless with the files in ``loadtest/`` (``locustfile.py`` for HTTP
+   users, ``native.py`` for native-client users, a shape file if asked), standalone or
+   as a master with N worker processes, writing Locust's CSV and HTML reports, its
+   logs and the recorded history into the results folder;
+3. meanwhile measures the CPU time of each group of processes (Locust, sidecars,
+   gateway, the deployment's actors, the rest of the machine), to say what limits
+   the throughput;
+4. reads Locust's totals, checks the history for linearizability, and in embedded
+   mode checks that the replicas ended with identical state; then tears down what it
+   started. The result is a dict (also written to ``summary.json``).
+
+It prints nothing; ``progress`` gets one line at a time. Ray is imported only when a
+test runs, so checking a plan stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .loadgen import KEY_DISTRIBUTIONS, MIXES, check_histories, read_locust_stats
+
+__all__ = ["LoadTestPlan", "default_loadtest_dir", "run_loadtest"]
+
+CLIENT_KINDS = ("http", "native")
+SHAPES = ("step", "spike")
+
+
+def default_loadtest_dir() -> Path:
+    """``loadtest/`` of the source checkout this package runs from (or of the cwd)."""
+    here = Path(__file__).resolve().parents[2] / "loadtest"
+    return here if (here / "locustfile.py").exists() else Path.cwd() / "loadtest"
+
+
+@dataclass
+class LoadTestPlan:
+    """What to run (see ``pmmc-ray loadtest --help`` for each field)."""
+
+    users: int = 50
+    duration_s: float = 60.0
+    spawn_rate: float | None = None  # None: all users within about a second
+    mix: str = "mixed"
+    keys: int = 1000
+    key_dist: str = "uniform"
+    zipf_s: float = 0.99
+    value_size: int = 16
+    clients: tuple[str, ...] = ("http",)
+    shape: str | None = None
+    workers: int = 0
+    results_dir: Path | None = None
+    address: str | None = None  # None: embedded Ray and a fresh deployment
+    namespace: str | None = None
+    gateway_url: str | None = None
+    f: int = 1
+    num_cpus: int | None = None
+    check: bool = True
+    skew_s: float = 0.0
+    lincheck_timeout_s: float = 300.0
+    loadtest_dir: Path = field(default_factory=default_loadtest_dir)
+
+    def validate(self) -> None:
+        if self.users < 1 or self.duration_s <= 0:
+            raise ValueError("--users must be >= 1 and --duration > 0")
+        if self.spawn_rate is not None and self.spawn_rate <= 0:
+            raise ValueError("--spawn-rate must be > 0")
+        if self.mix not in MIXES:
+            raise ValueError(f"--mix must be one of {sorted(MIXES)}")
+        if self.key_dist not in KEY_DISTRIBUTIONS or self.keys < 1:
+            raise ValueError(f"--key-dist must be one of {KEY_DISTRIBUTIONS}, --keys >= 1")
+        if not 1 <= self.value_size <= 1024 * 1024:
+            raise ValueError("--value-size must be 1..1048576")
+        if not self.clients or set(self.clients) - set(CLIENT_KINDS):
+            raise ValueError(f"--client must be a comma list of {CLIENT_KINDS}")
+        if self.shape is not None and self.shape not in SHAPES:
+            raise ValueError(f"--shape must be one of {SHAPES}")
+        if self.workers < 0 or self.skew_s < 0:
+            raise ValueError("--workers and --clock-skew-ms must be >= 0")
+        if self.address is not None and not self.namespace:
+            raise ValueError("--address needs --namespace (the deployment to load)")
+        if not (self.loadtest_dir / "locustfile.py").exists():
+            raise ValueError(
+                f"no Locust files in {self.loadtest_dir}: run from a checkout of pmmc-ray "
+                "or pass --locust-dir"
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def locust_commands(
+    plan: LoadTestPlan, out: Path, run_id: str, host: str | None, ray_address: str, namespace: str
+) -> tuple[list[str], list[list[str]]]:
+    """The Locust command lines: (standalone or master, [workers])."""
+    d = plan.loadtest_dir
+    files = [str(d / "locustfile.py")] if "http" in plan.clients else []
+    if "native" in plan.clients:
+        files.append(str(d / "native.py"))
+    if plan.shape:
+        files.append(str(d / f"shape_{plan.shape}.py"))
+    classes = [{"http": "HttpKVUser", "native": "NativeKVUser"}[c] for c in plan.clients]
+    base = [sys.executable, "-m", "locust", "-f", ",".join(files)]
+    kv = [
+        f"--kv-mix={plan.mix}",
+        f"--kv-keys={plan.keys}",
+        f"--kv-key-dist={plan.key_dist}",
+        f"--kv-zipf-s={plan.zipf_s}",
+        f"--kv-value-size={plan.value_size}",
+        f"--kv-history-dir={out}",
+        f"--kv-run-id={run_id}",
+        f"--kv-namespace={namespace}",
+        f"--kv-ray-address={ray_address}",
+    ]
+    spawn_rate = plan.spawn_rate or float(plan.users)
+    main = [
+        *base,
+        "--headless",
+        f"--users={plan.users}",
+        f"--spawn-rate={spawn_rate:g}",
+        f"--run-time={max(1, round(plan.duration_s))}s",
+        f"--csv={out / 'locust'}",
+        f"--html={out / 'report.html'}",
+        "--only-summary",
+        *kv,
+    ]
+    if host:
+        main.append(f"--host={host}")
+    workers: list[list[str]] = []
+    if plan.workers:
+        port = _free_port()
+        main += [
+            "--master",
+            "--master-bind-host=127.0.0.1",
+            f"--master-bind-port={port}",
+            f"--expect-workers={plan.workers}",
+            "--expect-workers-max-wait=120",
+        ]
+        for _ in range(plan.workers):
+            workers.append(
+                [
+                    *base,
+                    "--worker",
+                    "--master-host=127.0.0.1",
+                    f"--master-port={port}",
+                    *kv,
+                    *classes,
+                ]
+            )
+    main += classes
+    return main, workers
+
+
+class _CpuMeter:
+    """CPU seconds used by groups of processes between ``start`` and ``stop``.
+
+    Processes of other groups are sampled (the last sample counts for one that has
+    exited); Locust's processes are our children, so their exact total (sidecars
+    included, once reaped) comes from ``getrusage(RUSAGE_CHILDREN)``.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._machine0: Any = None
+        self._children0 = 0.0
+        self._first: dict[int, tuple[str, float]] = {}
+        self._last: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            return t.user + t.system
+        except (psutil.Error, OSError):
+            return None
+
+    @staticmethod
+    def _children() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def add(self, group: str, pid: int) -> None:
+        if pid not in self._first:
+            c = self._cpu(pid)
+            if c is not None:
+                self._first[pid] = (group, c)
+                self._last[pid] = c
+
+    def sample(self) -> None:
+        for pid in self._first:
+            c = self._cpu(pid)
+            if c is not None:
+                self._last[pid] = c
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._machine0 = psutil.cpu_times()
+        self._children0 = self._children()
+
+    def stop(self) -> dict[str, Any]:
+        """Call after the Locust processes have been waited for."""
+        self.sample()
+        wall = time.monotonic() - self._t0
+        used: dict[str, float] = {}
+        for pid, (group, c0) in self._first.items():
+            used[group] = used.get(group, 0.0) + max(0.0, self._last[pid] - c0)
+        locust_total = self._children() - self._children0
+        used["locust"] = max(0.0, locust_total - used.get("sidecars", 0.0))
+        m0, m1 = self._machine0, psutil.cpu_times()
+
+        def busy(t: Any) -> float:
+            return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+        cores = psutil.cpu_count() or 1
+        out = {g: round(s, 1) for g, s in sorted(used.items())}
+        machine = busy(m1) - busy(m0)
+        out["other"] = round(max(0.0, machine - sum(used.values())), 1)
+        out["machine_busy"] = round(machine, 1)
+        return {
+            "wall_s": round(wall, 1),
+            "cores": cores,
+            "cpu_s": out,
+            "share_of_machine": {g: round(s / (wall * cores), 3) for g, s in out.items()},
+        }
+
+
+def _local_actor_pids(dep: Any) -> dict[str, int]:
+    """pid of each actor of the deployment that runs on this node."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    out = {}
+    for name, st in dep.status(timeout_s=5.0)["actors"].items():
+        if isinstance(st, dict) and isinstance(st.get("pid"), int) and st.get("node_id") == here:
+            out[name] = st["pid"]
+    return out
+
+
+def run_loadtest(
+    plan: LoadTestPlan, progress: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """Run one load test as planned; the summary (``ok`` says whether it passed)."""
+    plan.validate()
+    import ray
+
+    from ..gateway.server import (
+        GatewaySettings,
+        list_gateways,
+        local_gateway_url,
+        start_gateways,
+        stop_gateways,
+    )
+    from ..runtime import connect, deploy
+    from ..runtime.deployment import start_local_ray, stop_ray
+    from ..runtime.workload import replica_states
+
+    out = plan.results_dir or Path("results") / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = f"r{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    embedded = plan.address is None
+    namespace = plan.namespace or f"loadtest-{os.getpid()}"
+    summary: dict[str, Any] = {
+        "plan": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(plan).items()},
+        "results_dir": str(out),
+        "run_id": run_id,
+        "namespace": namespace,
+    }
+    dep = None
+    started_ray = False
+    try:
+        if embedded:
+            progress("starting a local Ray ...")
+            start_local_ray(namespace, plan.num_cpus)
+            started_ray = True
+            progress(f"deploying f={plan.f} in namespace {namespace} ...")
+            dep = deploy({"namespace": namespace, "f": plan.f, "data_dir": str(out / "data")})
+        else:
+            dep = connect(namespace, address=plan.address)
+        ray_address = ray.get_runtime_context().gcs_address
+        host = plan.gateway_url
+        gateways: list[dict[str, Any]] = []
+        if "http" in plan.clients and host is None:
+            if embedded:
+                gateways = start_gateways(namespace, GatewaySettings(port=0))
+                host = gateways[0]["url"]
+            else:
+                host = local_gateway_url(namespace)
+                if host is None:
+                    raise RuntimeError(
+                        f"no gateway of {namespace!r} on this node: start one with "
+                        f"`pmmc-ray gateway start --namespace {namespace}` or pass --gateway-url"
+                    )
+        summary["gateway_url"] = host
+        main_cmd, worker_cmds = locust_commands(plan, out, run_id, host, ray_address, namespace)
+        summary["locust_command"] = " ".join(main_cmd)
+        meter = _CpuMeter()
+        procs: list[tuple[str, subprocess.Popen]] = []
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        (out / "locust-master.log").unlink(missing_ok=True)
+        with open(out / ("locust-master.log" if worker_cmds else "locust.log"), "w") as log:
+            procs.append(
+                (
+                    "locust",
+                    subprocess.Popen(main_cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                )
+            )
+        for i, cmd in enumerate(worker_cmds):
+            with open(out / f"locust-worker-{i}.log", "w") as log:
+                procs.append(
+                    ("locust", subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+                )
+        progress(
+            f"Locust: {plan.users} users ({'+'.join(plan.clients)}), mix {plan.mix}, "
+            f"{plan.duration_s:g}s"
+            + (f", shape {plan.shape}" if plan.shape else "")
+            + (f", master + {plan.workers} workers" if plan.workers else "")
+            + (f", gateway {host}" if host else "")
+        )
+        meter.start()
+        if dep is not None:
+            for pid in _local_actor_pids(dep).values():
+                meter.add("pmmc_actors", pid)
+        here = ray.get_runtime_context().get_node_id()
+        for g in gateways or list_gateways(namespace):
+            if isinstance(g.get("pid"), int) and g.get("node_id") == here:
+                meter.add("gateway", g["pid"])
+        deadline = time.monotonic() + plan.duration_s + 180
+        main_proc = procs[0][1]
+        while main_proc.poll() is None:
+            if time.monotonic() > deadline:
+                main_proc.kill()
+                raise RuntimeError("Locust did not finish in time; killed it")
+            for _, p in procs:  # sidecars appear once users start
+                try:
+                    for c in psutil.Process(p.pid).children(recursive=True):
+                        meter.add("sidecars", c.pid)
+                except psutil.Error:
+                    pass
+            meter.sample()
+            time.sleep(1.0)
+        for _, p in procs[1:]:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        cpu = meter.stop()
+        summary["locust_exit_code"] = main_proc.returncode
+        summary["worker_exit_codes"] = [p.returncode for _, p in procs[1:]]
+        summary["cpu"] = cpu
+        summary["locust"] = _locust_totals(out / "locust")
+        master_log = (out / ("locust-master.log" if worker_cmds else "locust.log")).read_text(
+            errors="replace"
+        )
+        summary["history_complete"] = "no complete history from worker" not in master_log
+        hist = out / f"history-{run_id}.jsonl"
+        summary["history_file"] = str(hist)
+        if plan.check:
+            if hist.exists():
+                progress(f"checking {hist.name} for linearizability ...")
+                summary["linearizability"] = check_histories(
+                    [hist], skew_s=plan.skew_s, timeout_s=plan.lincheck_timeout_s
+                )
+            else:
+                summary["linearizability"] = {"verdict": "missing", "files": [str(hist)]}
+        if embedded and dep is not None:
+            agree, states = replica_states(dep)
+            summary["replicas_agree"] = agree
+            summary["replica_states"] = states
+    finally:
+        if embedded:
+            try:
+                if dep is not None:
+                    stop_gateways(namespace)
+                    dep.shutdown(delete_data=True)
+            finally:
+                if started_ray:
+                    stop_ray()
+    lin = summary.get("linearizability", {}).get("verdict")
+    tot = summary["locust"]
+    summary["ok"] = bool(
+        summary["locust_exit_code"] == 0
+        and tot.get("requests", 0) > 0
+        and tot.get("failures", 1) == 0
+        and summary["history_complete"]
+        and (not plan.check or lin == "linearizable")
+        and summary.get("replicas_agree", True)
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _locust_totals(prefix: Path) -> dict[str, Any]:
+    try:
+        rows = read_locust_stats(prefix)
+    except FileNotFoundError:
+        return {"error": f"no {prefix}_stats.csv"}
+    agg = rows.get("Aggregated", {})
+
+    def num(row: dict[str, Any], k: str) -> float | None:
+        try:
+            return float(row[k])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def per_op(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "requests": int(num(row, "Request Count") or 0),
+            "failures": int(num(row, "Failure Count") or 0),
+            "rps": num(row, "Requests/s"),
+            "p50_ms": num(row, "50%"),
+            "p95_ms": num(row, "95%"),
+            "p99_ms": num(row, "99%"),
+            "avg_ms": num(row, "Average Response Time"),
+        }
+
+    return {
+        **per_op(agg),
+        "by_operation": {k: per_op(v) for k, v in rows.items() if k != "Aggregated"},
+        "stats_csv": f"{prefix}_stats.csv",
+    }
