@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="0: one Locust process; N: a master and N worker processes (distributed mode)",
     )
+    p.add_argument(
+        "--workers-via-ray",
+        action="store_true",
+        help="start the workers through Ray, spread over the cluster's nodes (ray up clusters)",
+    )
     p.add_argument("--results", default=None, help="results folder (default results/loadtest-TIME)")
     p.add_argument("--address", default=None, help="Ray address of a running cluster")
     p.add_argument("--namespace", default=None, help="deployment to load (with --address)")
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         clients=tuple(c.strip() for c in args.client.split(",") if c.strip()),
         shape=args.shape,
         workers=args.workers,
+        workers_via_ray=args.workers_via_ray,
         results_dir=Path(args.results) if args.results else None,
         address=args.address,
         namespace=args.namespace,

@@ -7,7 +7,8 @@
    the deployment and uses the gateway of this node (``pmmc-ray gateway start``);
 2. runs Locust headless with the files in ``loadtest/`` (``locustfile.py`` for HTTP
    users, ``native.py`` for native-client users, a shape file if asked), standalone or
-   as a master with N worker processes, writing Locust's CSV and HTML reports, its
+   as a master with N worker processes (local, or placed on the cluster's nodes
+   through Ray with ``workers_via_ray``), writing Locust's CSV and HTML reports, its
    logs and the recorded history into the results folder;
 3. meanwhile measures the CPU time of each group of processes (Locust, sidecars,
    gateway, the deployment's actors, the rest of the machine), to say what limits
@@ -25,9 +26,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -66,6 +69,7 @@ class LoadTestPlan:
     clients: tuple[str, ...] = ("http",)
     shape: str | None = None
     workers: int = 0
+    workers_via_ray: bool = False  # place the workers on the cluster's nodes through Ray
     results_dir: Path | None = None
     address: str | None = None  # None: embedded Ray and a fresh deployment
     namespace: str | None = None
@@ -94,6 +98,8 @@ class LoadTestPlan:
             raise ValueError(f"--shape must be one of {SHAPES}")
         if self.workers < 0 or self.skew_s < 0:
             raise ValueError("--workers and --clock-skew-ms must be >= 0")
+        if self.workers_via_ray and not self.workers:
+            raise ValueError("--workers-via-ray needs --workers N")
         if self.address is not None and not self.namespace:
             raise ValueError("--address needs --namespace (the deployment to load)")
         if not (self.loadtest_dir / "locustfile.py").exists():
@@ -109,18 +115,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class LocustCommands:
+    """How to run Locust for a plan: the files, the standalone/master command line, and
+    the arguments of each worker (after ``-f <files>``)."""
+
+    files: list[Path]
+    main: list[str]
+    worker_args: list[str]
+
+    def worker_command(self) -> list[str]:
+        return [sys.executable, "-m", "locust", "-f", ",".join(map(str, self.files))] + (
+            self.worker_args
+        )
+
+
 def locust_commands(
-    plan: LoadTestPlan, out: Path, run_id: str, host: str | None, ray_address: str, namespace: str
-) -> tuple[list[str], list[list[str]]]:
-    """The Locust command lines: (standalone or master, [workers])."""
+    plan: LoadTestPlan,
+    out: Path,
+    run_id: str,
+    host: str | None,
+    ray_address: str,
+    namespace: str,
+    master_host: str = "127.0.0.1",
+) -> LocustCommands:
+    """The Locust command lines of ``plan``; workers connect to ``master_host``."""
     d = plan.loadtest_dir
-    files = [str(d / "locustfile.py")] if "http" in plan.clients else []
+    files = [d / "locustfile.py"] if "http" in plan.clients else []
     if "native" in plan.clients:
-        files.append(str(d / "native.py"))
-    if plan.shape:
-        files.append(str(d / f"shape_{plan.shape}.py"))
+        files.append(d / "native.py")
+    shape = [d / f"shape_{plan.shape}.py"] if plan.shape else []
     classes = [{"http": "HttpKVUser", "native": "NativeKVUser"}[c] for c in plan.clients]
-    base = [sys.executable, "-m", "locust", "-f", ",".join(files)]
     kv = [
         f"--kv-mix={plan.mix}",
         f"--kv-keys={plan.keys}",
@@ -134,7 +159,11 @@ def locust_commands(
     ]
     spawn_rate = plan.spawn_rate or float(plan.users)
     main = [
-        *base,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        ",".join(str(f) for f in files + shape),
         "--headless",
         f"--users={plan.users}",
         f"--spawn-rate={spawn_rate:g}",
@@ -146,29 +175,25 @@ def locust_commands(
     ]
     if host:
         main.append(f"--host={host}")
-    workers: list[list[str]] = []
+    worker_args: list[str] = []
     if plan.workers:
         port = _free_port()
         main += [
             "--master",
-            "--master-bind-host=127.0.0.1",
+            f"--master-bind-host={master_host}",
             f"--master-bind-port={port}",
             f"--expect-workers={plan.workers}",
             "--expect-workers-max-wait=120",
         ]
-        for _ in range(plan.workers):
-            workers.append(
-                [
-                    *base,
-                    "--worker",
-                    "--master-host=127.0.0.1",
-                    f"--master-port={port}",
-                    *kv,
-                    *classes,
-                ]
-            )
+        worker_args = [
+            "--worker",
+            f"--master-host={master_host}",
+            f"--master-port={port}",
+            *kv,
+            *classes,
+        ]
     main += classes
-    return main, workers
+    return LocustCommands(files, main, worker_args)
 
 
 class _CpuMeter:
@@ -288,13 +313,15 @@ def run_loadtest(
     }
     dep = None
     started_ray = False
+    data_dir: str | None = None
     try:
         if embedded:
             progress("starting a local Ray ...")
             start_local_ray(namespace, plan.num_cpus)
             started_ray = True
             progress(f"deploying f={plan.f} in namespace {namespace} ...")
-            dep = deploy({"namespace": namespace, "f": plan.f, "data_dir": str(out / "data")})
+            data_dir = tempfile.mkdtemp(prefix="pmmc-loadtest-")
+            dep = deploy({"namespace": namespace, "f": plan.f, "data_dir": data_dir})
         else:
             dep = connect(namespace, address=plan.address)
         ray_address = ray.get_runtime_context().gcs_address
@@ -312,29 +339,42 @@ def run_loadtest(
                         f"`pmmc-ray gateway start --namespace {namespace}` or pass --gateway-url"
                     )
         summary["gateway_url"] = host
-        main_cmd, worker_cmds = locust_commands(plan, out, run_id, host, ray_address, namespace)
-        summary["locust_command"] = " ".join(main_cmd)
+        hosts: list[tuple[Any, dict[str, Any]]] = []
+        mhost = "127.0.0.1"
+        if plan.workers_via_ray:
+            from .locust_hosts import master_host
+
+            mhost = master_host()
+        cmds = locust_commands(plan, out, run_id, host, ray_address, namespace, mhost)
+        summary["locust_command"] = " ".join(cmds.main)
         meter = _CpuMeter()
-        procs: list[tuple[str, subprocess.Popen]] = []
+        procs: list[subprocess.Popen] = []
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        (out / "locust-master.log").unlink(missing_ok=True)
-        with open(out / ("locust-master.log" if worker_cmds else "locust.log"), "w") as log:
-            procs.append(
-                (
-                    "locust",
-                    subprocess.Popen(main_cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
-                )
-            )
-        for i, cmd in enumerate(worker_cmds):
-            with open(out / f"locust-worker-{i}.log", "w") as log:
-                procs.append(
-                    ("locust", subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
-                )
+        main_log = out / ("locust-master.log" if plan.workers else "locust.log")
+        with main_log.open("w") as log:
+            procs.append(subprocess.Popen(cmds.main, stdout=log, stderr=subprocess.STDOUT, env=env))
+        if plan.workers and plan.workers_via_ray:
+            from .locust_hosts import start_locust_workers
+
+            texts = {f.name: f.read_text() for f in cmds.files}
+            texts["kvload.py"] = (plan.loadtest_dir / "kvload.py").read_text()
+            load = [f.name for f in cmds.files]
+            hosts = start_locust_workers(plan.workers, texts, load, cmds.worker_args)
+            summary["ray_placed_workers"] = [info for _, info in hosts]
+        else:
+            for i in range(plan.workers):
+                with (out / f"locust-worker-{i}.log").open("w") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            cmds.worker_command(), stdout=log, stderr=subprocess.STDOUT, env=env
+                        )
+                    )
         progress(
             f"Locust: {plan.users} users ({'+'.join(plan.clients)}), mix {plan.mix}, "
             f"{plan.duration_s:g}s"
             + (f", shape {plan.shape}" if plan.shape else "")
             + (f", master + {plan.workers} workers" if plan.workers else "")
+            + (" placed by Ray" if hosts else "")
             + (f", gateway {host}" if host else "")
         )
         meter.start()
@@ -345,34 +385,42 @@ def run_loadtest(
         for g in gateways or list_gateways(namespace):
             if isinstance(g.get("pid"), int) and g.get("node_id") == here:
                 meter.add("gateway", g["pid"])
+        for _, info in hosts:  # not our children: sampled
+            if info["node_id"] == here:
+                meter.add("locust", info["pid"])
         deadline = time.monotonic() + plan.duration_s + 180
-        main_proc = procs[0][1]
+        main_proc = procs[0]
         while main_proc.poll() is None:
             if time.monotonic() > deadline:
                 main_proc.kill()
                 raise RuntimeError("Locust did not finish in time; killed it")
-            for _, p in procs:  # sidecars appear once users start
+            pids = [p.pid for p in procs] + [i["pid"] for _, i in hosts if i["node_id"] == here]
+            for pid in pids:  # sidecars appear once users start
                 try:
-                    for c in psutil.Process(p.pid).children(recursive=True):
+                    for c in psutil.Process(pid).children(recursive=True):
                         meter.add("sidecars", c.pid)
                 except psutil.Error:
                     pass
             meter.sample()
             time.sleep(1.0)
-        for _, p in procs[1:]:
+        codes = []
+        for p in procs[1:]:
             try:
-                p.wait(60)
+                codes.append(p.wait(60))
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                codes.append(p.wait())
+        for i, (h, _) in enumerate(hosts):
+            res = ray.get(h.wait.remote(60), timeout=120)
+            (out / f"locust-worker-{i}.log").write_text(res["log"])
+            codes.append(res["returncode"])
+            ray.kill(h)
         cpu = meter.stop()
         summary["locust_exit_code"] = main_proc.returncode
-        summary["worker_exit_codes"] = [p.returncode for _, p in procs[1:]]
+        summary["worker_exit_codes"] = codes
         summary["cpu"] = cpu
         summary["locust"] = _locust_totals(out / "locust")
-        master_log = (out / ("locust-master.log" if worker_cmds else "locust.log")).read_text(
-            errors="replace"
-        )
+        master_log = main_log.read_text(errors="replace")
         summary["history_complete"] = "no complete history from worker" not in master_log
         hist = out / f"history-{run_id}.jsonl"
         summary["history_file"] = str(hist)
@@ -397,6 +445,8 @@ def run_loadtest(
             finally:
                 if started_ray:
                     stop_ray()
+                if data_dir is not None:
+                    shutil.rmtree(data_dir, ignore_errors=True)
     lin = summary.get("linearizability", {}).get("verdict")
     tot = summary["locust"]
     summary["ok"] = bool(

@@ -5,12 +5,11 @@ nothing in the replicated state, many requests in flight, 504 for an unknown out
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -147,37 +146,42 @@ def test_no_confirmation_before_the_deadline_is_504_outcome_unknown(dep, url):
     assert request(f"{url}/v1/put", "POST", {"key": "u", "value": "after"})[0] == 200
 
 
-def test_the_gateway_commands(dep, url, ray_session):
+def test_the_gateway_commands(dep, url, capsys):
+    from pmmc_ray.cli import main
     from pmmc_ray.gateway.server import list_gateways
 
-    addr = ray_session.get_runtime_context().gcs_address
-    env = dict(os.environ, RAY_ADDRESS=addr)
-    cmd = [sys.executable, "-m", "pmmc_ray", "gateway"]
-    common = ["--address", addr, "--namespace", dep.namespace]
-    # start is idempotent: the gateway of this node is already running
-    out = subprocess.run(
-        [*cmd, "start", *common, "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert url in out.stdout
-    out = subprocess.run(
-        [*cmd, "status", *common], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert url in out.stdout and "answers" in out.stdout
+    common = ["--namespace", dep.namespace]
+    # start keeps the gateway already running on this node
+    assert main(["gateway", "start", *common, "--port", "0"]) == 0
+    assert url in capsys.readouterr().out
+    assert main(["gateway", "status", *common]) == 0
+    out = capsys.readouterr().out
+    assert url in out and "answers" in out
     assert [g["url"] for g in list_gateways(dep.namespace)] == [url]
-    out = subprocess.run(
-        [*cmd, "start", "--address", addr, "--namespace", "no-such-deployment"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 2 and "no deployment named 'no-such-deployment'" in out.stderr
+    assert main(["gateway", "start", "--namespace", "no-such-deployment"]) == 2
+    assert "no deployment named 'no-such-deployment'" in capsys.readouterr().err
+    assert main(["gateway", "start", *common, "--port", "70000"]) == 2
+    assert "port must be 0..65535" in capsys.readouterr().err
+
+
+def test_up_with_gateway_then_down(data_dir, tmp_path, capsys):
+    from pmmc_ray.cli import main
+    from pmmc_ray.gateway.server import list_gateways
+
+    ns = f"t-gwcli-{uuid.uuid4().hex[:6]}"
+    cfg = tmp_path / "dep.json"
+    cfg.write_text(json.dumps({"data_dir": data_dir, "timeout_initial": 300}))
+    up = ["up", "--namespace", ns, "--config", str(cfg), "--gateway", "--gateway-port", "0"]
+    assert main(up) == 0
+    try:
+        out = capsys.readouterr().out
+        (u,) = re.findall(r"http://127\.0\.0\.1:\d+", out)
+        assert request(f"{u}/v1/put", "POST", {"key": "a", "value": "1"})[:2] == (200, {"ok": True})
+        assert request(f"{u}/v1/get", "POST", {"key": "a"})[:2] == (200, {"value": "1"})
+    finally:
+        assert main(["down", "--namespace", ns]) == 0
+    assert "and 1 gateway(s)" in capsys.readouterr().out
+    assert list_gateways(ns) == []
 
 
 def test_503_with_retry_after_when_no_replica_answers(make_deployment):

@@ -1,7 +1,8 @@
 """Locust against a real deployment, in separate processes (gevent never enters pytest):
-HTTP users in distributed mode (a master and two worker processes) with a step shape,
-native-client users through their sidecars with a spike shape; Locust's CSV and HTML
-reports are written and the recorded history is checked for linearizability."""
+HTTP users in distributed mode (a master and two local worker processes) with a step
+shape; native-client users through their sidecars, with two workers placed by Ray and
+a spike shape. Locust's CSV and HTML reports are written and the recorded history is
+checked for linearizability."""
 
 from __future__ import annotations
 
@@ -89,25 +90,26 @@ def test_http_users_master_and_two_workers_step_shape(ray_session, dep, gateway,
     assert "complete from 2 worker(s)" in log
 
 
-def test_native_users_through_sidecars_spike_shape(ray_session, dep, tmp_path):
+def test_native_users_workers_placed_by_ray_spike_shape(ray_session, dep, tmp_path):
     out = tmp_path / "native"
     s = loadtest(
         ray_session,
         dep,
         out,
-        *("--client", "native", "--users", "5", "--duration", "8", "--shape", "spike"),
-        *("--mix", "write-heavy", "--value-size", "1000"),
+        *("--client", "native", "--users", "5", "--duration", "9", "--shape", "spike"),
+        *("--mix", "write-heavy", "--value-size", "1000", "--workers", "2", "--workers-via-ray"),
     )
-    log = (out / "locust.log").read_text()
+    assert len(s["ray_placed_workers"]) == 2 and s["worker_exit_codes"] == [0, 0]
+    log = (out / "locust-master.log").read_text()
     targets = [int(x) for x in re.findall(r"Shape test updating to (\d+) users", log)]
     assert targets == [1, 5, 1], targets  # base, spike, base
     rows = s["locust"]["by_operation"]
     assert set(rows) == {"native get", "native put", "native append"}
     puts = [r for r in history(s) if r["op"][0] == "put"]
     assert puts and all(len(r["op"][2]) == 1000 for r in puts)
-    # One sidecar for the Locust process; it is gone once Locust quit.
-    (log,) = out.glob("sidecar-*.log")
-    assert f"serving {dep.namespace}" in log.read_text()
+    # A sidecar per Locust worker process with native users; all gone once Locust quit.
+    logs = list(out.glob("sidecar-*.log"))
+    assert logs and all(f"serving {dep.namespace}" in f.read_text() for f in logs)
     left = [
         p.pid
         for p in psutil.process_iter(["cmdline"])
