@@ -180,6 +180,36 @@ def _init(environment: Any, **_: Any) -> None:
 
 
 @events.quitting.add_listener
+def _final_stats(environment: Any, **_: Any) -> None:
+    """Write Locust's final totals to ``stats-<run id>.json``: the ``_stats.csv`` file is
+    rewritten only once a second while the test runs, so it can miss the last second."""
+    if isinstance(environment.runner, WorkerRunner) or not _state["run_id"]:
+        return
+    st = environment.stats
+
+    def row(e: Any) -> dict[str, Any]:
+        return {
+            "type": e.method or "",
+            "name": e.name,
+            "requests": e.num_requests,
+            "failures": e.num_failures,
+            "rps": round(e.total_rps, 2),
+            "avg_ms": round(e.avg_response_time, 2),
+            **{
+                f"p{int(q * 100)}_ms": e.get_response_time_percentile(q) if e.num_requests else None
+                for q in (0.5, 0.95, 0.99)
+            },
+        }
+
+    path = history_path(environment, _state["run_id"]).with_name(f"stats-{_state['run_id']}.json")
+    path.write_text(
+        json.dumps(
+            {"total": row(st.total), "entries": [row(e) for e in st.entries.values()]}, indent=2
+        )
+    )
+
+
+@events.quitting.add_listener
 def _quitting(environment: Any, **_: Any) -> None:
     sidecar = _state.get("sidecar")
     if sidecar is not None:

@@ -419,7 +419,7 @@ def run_loadtest(
         summary["locust_exit_code"] = main_proc.returncode
         summary["worker_exit_codes"] = codes
         summary["cpu"] = cpu
-        summary["locust"] = _locust_totals(out / "locust")
+        summary["locust"] = _locust_totals(out, run_id)
         master_log = main_log.read_text(errors="replace")
         summary["history_complete"] = "no complete history from worker" not in master_log
         hist = out / f"history-{run_id}.jsonl"
@@ -461,12 +461,24 @@ def run_loadtest(
     return summary
 
 
-def _locust_totals(prefix: Path) -> dict[str, Any]:
+def _locust_totals(out: Path, run_id: str) -> dict[str, Any]:
+    """Locust's final totals: ``stats-<run id>.json`` (written by kvload.py when Locust
+    quits), else the last ``locust_stats.csv`` (rewritten once a second, so it can
+    miss the final second)."""
+    final = out / f"stats-{run_id}.json"
+    if final.exists():
+        data = json.loads(final.read_text())
+        return {
+            **_op_row(data["total"]),
+            "by_operation": {
+                f"{e['type']} {e['name']}".strip(): _op_row(e) for e in data["entries"]
+            },
+            "source": str(final),
+        }
     try:
-        rows = read_locust_stats(prefix)
+        rows = read_locust_stats(out / "locust")
     except FileNotFoundError:
-        return {"error": f"no {prefix}_stats.csv"}
-    agg = rows.get("Aggregated", {})
+        return {"error": f"no {final} and no {out / 'locust'}_stats.csv"}
 
     def num(row: dict[str, Any], k: str) -> float | None:
         try:
@@ -474,7 +486,7 @@ def _locust_totals(prefix: Path) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def per_op(row: dict[str, Any]) -> dict[str, Any]:
+    def csv_row(row: dict[str, Any]) -> dict[str, Any]:
         return {
             "requests": int(num(row, "Request Count") or 0),
             "failures": int(num(row, "Failure Count") or 0),
@@ -486,7 +498,12 @@ def _locust_totals(prefix: Path) -> dict[str, Any]:
         }
 
     return {
-        **per_op(agg),
-        "by_operation": {k: per_op(v) for k, v in rows.items() if k != "Aggregated"},
-        "stats_csv": f"{prefix}_stats.csv",
+        **csv_row(rows.get("Aggregated", {})),
+        "by_operation": {k: csv_row(v) for k, v in rows.items() if k != "Aggregated"},
+        "source": str(out / "locust_stats.csv"),
     }
+
+
+def _op_row(e: dict[str, Any]) -> dict[str, Any]:
+    keys = ("requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms", "avg_ms")
+    return {k: e.get(k) for k in keys}

@@ -65,7 +65,11 @@ def loadtest(ray_session, dep, out: Path, *args: str) -> dict:
 
 def history(summary: dict) -> list[dict]:
     lines = Path(summary["history_file"]).read_text().splitlines()
-    return [json.loads(x) for x in lines]
+    ops = [json.loads(x) for x in lines]
+    # Every request Locust counted is in the history with its result; the others
+    # there were cut off in flight when the test stopped (outcome unknown).
+    assert summary["locust"]["requests"] == sum(1 for r in ops if r["return"] is not None)
+    return ops
 
 
 def test_http_users_master_and_two_workers_step_shape(ray_session, dep, gateway, tmp_path):
