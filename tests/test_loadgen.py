@@ -186,3 +186,23 @@ def test_loadtest_command_rejects_bad_arguments_before_starting_anything(args, w
 
     assert main(["loadtest", *args]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_locust_command_lines_for_a_master_and_its_workers(tmp_path):
+    from pmmc_ray.ops.loadtest import LoadTestPlan, locust_commands
+
+    plan = LoadTestPlan(
+        users=10, duration_s=20, workers=2, clients=("http", "native"), shape="step"
+    )
+    c = locust_commands(
+        plan, tmp_path, "r1", "http://127.0.0.1:8080", "10.0.0.5:6379", "ns", "10.0.0.5"
+    )
+    assert [f.name for f in c.files] == ["locustfile.py", "native.py"]
+    assert c.main[4].endswith("shape_step.py") and "shape_step.py" not in str(c.worker_command())
+    for arg in ("--headless", "--master", "--master-bind-host=10.0.0.5", "--expect-workers=2"):
+        assert arg in c.main
+    assert "--host=http://127.0.0.1:8080" in c.main and f"--csv={tmp_path / 'locust'}" in c.main
+    assert c.worker_args[:2] == ["--worker", "--master-host=10.0.0.5"]
+    for args in (c.main, c.worker_args):
+        assert "--kv-run-id=r1" in args and "--kv-ray-address=10.0.0.5:6379" in args
+        assert args[-2:] == ["HttpKVUser", "NativeKVUser"]
