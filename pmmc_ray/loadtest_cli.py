@@ -189,7 +189,8 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     d = s["results_dir"]
     lines.append(
         f"reports: {d}/report.html, {d}/locust_stats.csv (and _stats_history, _failures, "
-        f"_exceptions), history {s.get('history_file')}, summary {d}/summary.json"
+        f"_exceptions), final totals {d}/stats-{s.get('run_id')}.json, history "
+        f"{s.get('history_file')}, summary {d}/summary.json"
     )
     lines.append("OK" if s["ok"] else "FAILED")
     return lines
