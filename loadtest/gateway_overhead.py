@@ -21,9 +21,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -218,7 +220,8 @@ def main() -> int:
     ns = f"overhead-{os.getpid()}"
     start_local_ray(ns, 2)
     try:
-        dep = deploy({"namespace": ns, "data_dir": f"/tmp/{ns}"})
+        data_dir = tempfile.mkdtemp(prefix="pmmc-overhead-")
+        dep = deploy({"namespace": ns, "data_dir": data_dir})
         (gw,) = start_gateways(ns, GatewaySettings(port=0))
         serve_url = None
         app = _serve_app(ns)
@@ -253,6 +256,7 @@ def main() -> int:
             serve.shutdown()
         stop_gateways(ns)
         dep.shutdown()
+        shutil.rmtree(data_dir, ignore_errors=True)
     finally:
         stop_ray()
     return 0

@@ -97,9 +97,17 @@ async def _main(args: argparse.Namespace) -> None:
     sidecar = Sidecar(dep, args.op_timeout)
     server = await asyncio.start_unix_server(sidecar.serve, path=args.socket, limit=MAX_LINE)
     print(f"sidecar {os.getpid()} serving {args.namespace} on {args.socket}", flush=True)
-    # Until the parent closes our standard input (or dies).
-    await asyncio.to_thread(sys.stdin.buffer.read)
-    server.close()
+    try:
+        # Until the parent closes our standard input (or dies).
+        await asyncio.to_thread(sys.stdin.buffer.read)
+    finally:
+        server.close()
+        # Our socket and its private folder go with us, whoever started us.
+        for remove in (os.unlink, os.rmdir):
+            try:
+                remove(args.socket if remove is os.unlink else os.path.dirname(args.socket))
+            except OSError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
