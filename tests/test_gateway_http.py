@@ -211,6 +211,14 @@ def test_backend_outcomes_map_to_status_codes(exc, status, code):
         assert "nothing was sent" in data["message"]
 
 
+def test_an_unexpected_error_is_a_json_500():
+    b = FakeBackend()
+    b.fail = RuntimeError("boom")
+    status, data, _ = post(b, "/v1/put", {"key": "a", "value": "v"})
+    assert (status, data["error"]) == (500, "internal")
+    assert "outcome is unknown" in data["message"]
+
+
 def test_health_and_status():
     b = FakeBackend()
     status, data, _ = call(b, "GET", "/v1/health")

@@ -30,6 +30,7 @@ no replica answers / gateway full     503     ``{"error": "unavailable"|"overloa
                                               ``Retry-After``; nothing was sent
 no confirmation before the deadline   504     ``{"error": "outcome_unknown", ...}``: it
                                               may or may not have been applied
+a bug in the gateway                  500     ``{"error": "internal", ...}``: unknown too
 ====================================  ======  =========================================
 
 This module does no Ray calls itself: the backend (:class:`pmmc_ray.gateway.pool.ClientPool`
@@ -39,6 +40,7 @@ in production, a fake in unit tests) does.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from typing import Any, Protocol
@@ -63,6 +65,8 @@ __all__ = [
     "parse_execute",
     "parse_kv",
 ]
+
+log = logging.getLogger("pmmc_ray.gateway")
 
 API_PREFIX = "/v1"
 
@@ -307,6 +311,14 @@ class _Api:
             )
         except web.HTTPException as e:
             resp = _error(e.status, "http_error", e.reason)
+        except Exception as e:  # a bug on our side, maybe after sending: say so
+            log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+            resp = _error(
+                500,
+                "internal",
+                f"{type(e).__name__} in the gateway; if the operation was sent, its outcome "
+                "is unknown",
+            )
         name = request.match_info.get("op", request.path.rsplit("/", 1)[-1])
         key = name if name in KV_FIELDS or name in ("execute", "health", "status") else "other"
         self.responses[f"{key} {resp.status}"] += 1
