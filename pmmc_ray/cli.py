@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ray_cli
+from . import gateway_cli, loadtest_cli, ray_cli
 from .check import lincheck_cli
 from .ops import soak_cli
 from .sim import cli as sim_cli
@@ -20,11 +20,19 @@ def build_parser() -> argparse.ArgumentParser:
     ray_cli.add_parsers(sub)
     sim_cli.add_parser(sub)
     lincheck_cli.add_parser(sub)
+    gateway_cli.add_parser(sub)
+    loadtest_cli.add_parser(sub)
     soak_cli.add_parser(sub)
     return parser
 
 
-_COMMANDS = {"sim": sim_cli.run, "lincheck": lincheck_cli.run, "soak": soak_cli.run}
+_COMMANDS = {
+    "sim": sim_cli.run,
+    "lincheck": lincheck_cli.run,
+    "gateway": gateway_cli.run,
+    "loadtest": loadtest_cli.run,
+    "soak": soak_cli.run,
+}
 _COMMANDS.update(
     {
         name: ray_cli.run

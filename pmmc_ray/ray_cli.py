@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from .gateway_cli import add_gateway_options
+
 KV_COMMANDS = {"get": 1, "put": 2, "delete": 1, "append": 2, "cas": 3}
 
 
@@ -92,15 +94,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="delete the namespace's existing data first and start a new deployment",
     )
+    p.add_argument(
+        "--gateway", action="store_true", help="also start the HTTP gateway on every node"
+    )
+    add_gateway_options(p, prefix="gateway-")
     p = sub.add_parser(
         "down",
         parents=[common],
         help="remove a deployment and delete its data (--keep-data to keep it)",
         description=(
-            "Stop every actor of the deployment and delete its data on every node. With "
-            "--keep-data the data stays, and a later pmmc-ray up re-attaches to it. If no "
-            "deployment of that namespace runs in the cluster, the data left in this node's "
-            "data directory (per --config) is deleted."
+            "Stop every actor of the deployment (and its HTTP gateways) and delete its data "
+            "on every node. With --keep-data the data stays, and a later pmmc-ray up "
+            "re-attaches to it. If no deployment of that namespace runs in the cluster, the "
+            "data left in this node's data directory (per --config) is deleted."
         ),
     )
     p.add_argument("--keep-data", action="store_true", help="keep the data directory")
@@ -320,10 +326,16 @@ def _up(args: argparse.Namespace) -> int:
     )
     for note in dep.notes:
         print(f"note: {note}")
+    if args.gateway:
+        from .gateway.server import start_gateways
+        from .gateway_cli import print_gateways, settings_from
+
+        print_gateways(start_gateways(cfg.namespace, settings_from(args, "gateway-")))
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
+    from .gateway.server import stop_gateways
     from .runtime import NotDeployedError, connect
 
     cfg = _load_config(args.config, namespace=args.namespace)
@@ -332,9 +344,11 @@ def _down(args: argparse.Namespace) -> int:
         dep = connect(args.namespace, address=args.address)
     except NotDeployedError:
         return _down_data_only(cfg, args.keep_data)
+    gateways = stop_gateways(args.namespace)
     dep.shutdown(delete_data=not args.keep_data)
     kept = f"; its data stays in {dep.config.storage_dir()}" if args.keep_data else ""
-    print(f"removed deployment {args.namespace}{kept}")
+    also = f" and {gateways} gateway(s)" if gateways else ""
+    print(f"removed deployment {args.namespace}{also}{kept}")
     return 0
 
 

@@ -1,0 +1,341 @@
+"""The HTTP API of the replicated store: routing, input checks and status codes.
+
+Theory of operation. Every request is one of:
+
+- ``POST /v1/get|put|delete|append|cas`` with a JSON object body naming the fields of
+  that KV operation (``key``, ``value``, ``expected``, ``new``), nothing else;
+- ``POST /v1/execute`` with ``{"op": [...]}``, any operation of the deployment's
+  application (for applications other than the KV store);
+- ``GET /v1/health`` and ``GET /v1/status``.
+
+A request is checked completely before anything is sent to the cluster: the body size
+(capped while it is read, so a huge body costs nothing), strict UTF-8, JSON, an object
+with exactly the expected fields of the expected types, then the application's own
+``validate`` (key 1 KiB, value 1 MiB for the KV store). Anything wrong is a 4xx with a
+JSON error and nothing reaches the log. Only a well-formed operation goes to the
+:class:`Backend`, whose answers map to status codes like this:
+
+====================================  ======  =========================================
+outcome                               status  body
+====================================  ======  =========================================
+done                                  200     ``{"value": v}`` (get), ``{"ok": true}``,
+                                              ``{"swapped": b}`` (cas), ``{"result": r}``
+get of an absent key                  404     ``{"error": "not_found", "value": null}``
+malformed input                       400     ``{"error": "bad_request", "message": m}``
+unknown path (an unknown op)          404     ``{"error": "unknown_op", ...}``
+wrong method                          405     ``{"error": "method_not_allowed", ...}``
+body over the cap                     413     ``{"error": "body_too_large", ...}``
+the state machine refused it          409     ``{"error": "rejected", ...}`` (changed nothing)
+no replica answers / gateway full     503     ``{"error": "unavailable"|"overloaded"}``,
+                                              ``Retry-After``; nothing was sent
+no confirmation before the deadline   504     ``{"error": "outcome_unknown", ...}``: it
+                                              may or may not have been applied
+a bug in the gateway                  500     ``{"error": "internal", ...}``: unknown too
+====================================  ======  =========================================
+
+This module does no Ray calls itself: the backend (:class:`pmmc_ray.gateway.pool.ClientPool`
+in production, a fake in unit tests) does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..app import InvalidOperation
+from ..app.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from .schema import KV_FIELDS, NULLABLE
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_MAX_BODY_BYTES",
+    "KV_FIELDS",
+    "Backend",
+    "BadRequest",
+    "OutcomeUnknown",
+    "Overloaded",
+    "Rejected",
+    "Unavailable",
+    "make_app",
+    "parse_execute",
+    "parse_kv",
+]
+
+log = logging.getLogger("pmmc_ray.gateway")
+
+API_PREFIX = "/v1"
+
+
+#: Room for a cas with a full-size expected and new value plus a full-size key, sent
+#: as plain UTF-8 (JSON escapes such as \\u0001 take six bytes per character).
+DEFAULT_MAX_BODY_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 64 * 1024
+
+
+class BadRequest(ValueError):
+    """The request is malformed (the client's fault); nothing was sent."""
+
+
+class Rejected(Exception):
+    """The replicated state machine refused the operation; it changed nothing."""
+
+
+class Unavailable(Exception):
+    """Nothing was sent: no replica answers. Safe to retry after ``retry_after_s``."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(Unavailable):
+    """Nothing was sent: every client of the gateway's pool stayed busy too long."""
+
+    code = "overloaded"
+
+
+class OutcomeUnknown(Exception):
+    """Sent, but no replica confirmed it before the deadline: it may or may not apply."""
+
+
+class Backend(Protocol):
+    """What the HTTP layer needs from the cluster side."""
+
+    def validate(self, op: Any) -> None:
+        """Raise :class:`~pmmc_ray.app.InvalidOperation` if ``op`` is malformed."""
+
+    async def execute(self, op: Any) -> Any:
+        """Perform ``op``; raise Rejected, Unavailable or OutcomeUnknown otherwise."""
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """(serving, details): False when no replica answers."""
+
+    async def status(self) -> dict[str, Any]:
+        """A JSON-able description of the backend (pool, replicas, counters)."""
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        raise BadRequest("the body is empty; send a JSON object")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError and integers too long to convert.
+        raise BadRequest(f"the body is not valid JSON: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body must be a JSON object, not {_json_type(data)}")
+    return data
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+def parse_kv(name: str, body: bytes) -> tuple:
+    """The KV operation tuple of a ``POST /v1/<name>`` body; raises :class:`BadRequest`.
+
+    Exactly the fields of ``KV_FIELDS[name]``; each a string (``expected`` of cas may be
+    null). Sizes are checked later by the application's ``validate``.
+    """
+    fields = KV_FIELDS[name]
+    data = _json_object(body)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5])
+        raise BadRequest(f"unknown field(s) {shown} for {name}; expected {list(fields)}")
+    missing = [f for f in fields if f not in data]
+    if missing:
+        raise BadRequest(f"missing field(s) {missing} for {name}; expected {list(fields)}")
+    for f in fields:
+        v = data[f]
+        if v is None and (name, f) in NULLABLE:
+            continue
+        if not isinstance(v, str):
+            kind = "a string or null" if (name, f) in NULLABLE else "a string"
+            raise BadRequest(f"{f} must be {kind}, not {_json_type(v)}")
+    return (name, *(data[f] for f in fields))
+
+
+def parse_execute(body: bytes) -> tuple:
+    """The operation of a ``POST /v1/execute`` body ``{"op": [name, args...]}``."""
+    data = _json_object(body)
+    if set(data) != {"op"}:
+        raise BadRequest('the body must be {"op": [name, args...]} and nothing else')
+    op = data["op"]
+    if not isinstance(op, list) or not op:
+        raise BadRequest(f"op must be a non-empty array, not {_json_type(op)}")
+    return tuple(op)
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    headers = extra.pop("headers", None)
+    return web.json_response(
+        {"error": code, "message": message, **extra}, status=status, headers=headers
+    )
+
+
+def _success(op: tuple, result: Any) -> web.Response:
+    name = op[0]
+    if name == "get":
+        if result is None:
+            return _error(404, "not_found", "the key is absent", value=None)
+        return web.json_response({"value": result})
+    if name == "cas":
+        return web.json_response({"swapped": bool(result)})
+    return web.json_response({"ok": True})
+
+
+class _Api:
+    def __init__(self, backend: Backend, max_body_bytes: int) -> None:
+        self.backend = backend
+        self.max_body = max_body_bytes
+        self.started = time.time()
+        self.in_flight = 0
+        self.responses: Counter[str] = Counter()  # "op status" -> count
+
+    async def read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise web.HTTPRequestEntityTooLarge(self.max_body, request.content_length)
+        # aiohttp stops reading at client_max_size and raises the same error.
+        return await request.read()
+
+    async def kv(self, request: web.Request) -> web.Response:
+        name = request.match_info["op"]
+        if name not in KV_FIELDS:
+            return _error(
+                404,
+                "unknown_op",
+                f"unknown operation {name[:40]!r}; expected one of {sorted(KV_FIELDS)} or execute",
+            )
+        return await self._run(request, lambda body: parse_kv(name, body))
+
+    async def execute(self, request: web.Request) -> web.Response:
+        return await self._run(request, parse_execute, generic=True)
+
+    async def _run(self, request: web.Request, parse: Any, generic: bool = False) -> web.Response:
+        body = await self.read_body(request)
+        try:
+            op = parse(body)
+            self.backend.validate(op)
+        except (BadRequest, InvalidOperation) as e:
+            return _error(400, "bad_request", str(e))
+        self.in_flight += 1
+        try:
+            result = await self.backend.execute(op)
+        except InvalidOperation as e:  # the backend validates again: same answer
+            return _error(400, "bad_request", str(e))
+        except Rejected as e:
+            return _error(409, "rejected", f"the state machine refused it: {e}")
+        except Unavailable as e:
+            return _error(
+                503,
+                e.code,
+                f"{e}; nothing was sent, retry later",
+                headers={"Retry-After": str(e.retry_after_s)},
+            )
+        except OutcomeUnknown as e:
+            return _error(504, "outcome_unknown", str(e))
+        finally:
+            self.in_flight -= 1
+        if generic:
+            return web.json_response({"result": result})
+        return _success(op, result)
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok, details = await self.backend.health()
+        if ok:
+            return web.json_response({"status": "ok", **details})
+        return web.json_response(
+            {"status": "unavailable", **details}, status=503, headers={"Retry-After": "1"}
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "uptime_s": round(time.time() - self.started, 1),
+                "in_flight": self.in_flight,
+                "responses": dict(sorted(self.responses.items())),
+                "max_body_bytes": self.max_body,
+                **(await self.backend.status()),
+            }
+        )
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Turn aiohttp's plain-text errors into JSON ones and count every answer."""
+        try:
+            resp = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            resp = _error(
+                413, "body_too_large", f"the body exceeds the limit of {self.max_body} bytes"
+            )
+        except web.HTTPMethodNotAllowed as e:
+            resp = _error(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed here; use {sorted(e.allowed_methods)}",
+                headers={"Allow": ",".join(sorted(e.allowed_methods))},
+            )
+        except web.HTTPNotFound:
+            resp = _error(
+                404,
+                "unknown_op",
+                f"no such endpoint; use POST {API_PREFIX}/<op> with op one of "
+                f"{sorted(KV_FIELDS)} or execute, GET {API_PREFIX}/health or /status",
+            )
+        except web.HTTPException as e:
+            resp = _error(e.status, "http_error", e.reason)
+        except Exception as e:  # a bug on our side, maybe after sending: say so
+            log.exception("gateway: unexpected error on %s %s", request.method, request.path)
+            resp = _error(
+                500,
+                "internal",
+                f"{type(e).__name__} in the gateway; if the operation was sent, its outcome "
+                "is unknown",
+            )
+        name = request.match_info.get("op", request.path.rsplit("/", 1)[-1])
+        key = name if name in KV_FIELDS or name in ("execute", "health", "status") else "other"
+        self.responses[f"{key} {resp.status}"] += 1
+        return resp
+
+
+#: where :func:`make_app` keeps its request counters (``app[API_KEY].responses``)
+API_KEY: web.AppKey[_Api] = web.AppKey("pmmc_api", _Api)
+
+
+def make_app(backend: Backend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+    """The aiohttp application of the API in front of ``backend``."""
+    api = _Api(backend, max_body_bytes)
+    app = web.Application(middlewares=[api.middleware], client_max_size=max_body_bytes)
+    app.router.add_get(f"{API_PREFIX}/health", api.health)
+    app.router.add_get(f"{API_PREFIX}/status", api.status)
+    app.router.add_post(f"{API_PREFIX}/execute", api.execute)
+    app.router.add_post(API_PREFIX + "/{op}", api.kv)
+    app[API_KEY] = api
+    return app

@@ -1,0 +1,94 @@
+"""Locust workers placed by Ray: one actor per worker runs ``locust --worker`` on its node.
+
+On a ``ray up`` cluster only the head is at hand (``ray exec`` runs there); Ray itself
+can put a process on every other node. :func:`start_locust_workers` creates one
+:class:`LocustWorkerHost` per requested worker, spread round-robin over the alive
+nodes (soft node affinity), ships it the Locust files as text (the nodes need
+pmmc-ray and Locust installed, not a copy of the checkout), and has it start a Locust
+worker that connects to the master. The hosts report the worker's exit code and log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+__all__ = ["LocustWorkerHost", "start_locust_workers"]
+
+
+class LocustWorkerHost:
+    """Runs one Locust worker process on this actor's node."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pmmc-locust-"))
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "locust-worker.log"
+
+    def start(self, files: dict[str, str], load: list[str], args: list[str]) -> dict[str, Any]:
+        """Write ``files`` (name -> text), then run ``locust -f <load> <args>``."""
+        for name, text in files.items():
+            (self.dir / Path(name).name).write_text(text)
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            ",".join(str(self.dir / Path(n).name) for n in load),
+            *args,
+        ]
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(),
+            "pid": self.proc.pid,
+        }
+
+    def wait(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the worker to exit (then kill it); its exit code and log."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        log = self.log_path.read_text(errors="replace")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return {"returncode": code, "log": log}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_Host = ray.remote(num_cpus=0)(LocustWorkerHost)
+
+
+def start_locust_workers(
+    n: int, files: dict[str, str], load: list[str], args: list[str]
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Start ``n`` Locust workers spread over the alive nodes; (actor, info) each."""
+    nodes = sorted(x["NodeID"] for x in ray.nodes() if x.get("Alive"))
+    hosts = [
+        _Host.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+        ).remote()
+        for i in range(n)
+    ]
+    infos = ray.get([h.start.remote(files, load, args) for h in hosts], timeout=120)
+    return list(zip(hosts, infos, strict=True))
+
+
+def master_host() -> str:
+    """The address Locust workers on other nodes reach this node at."""
+    return os.environ.get("PMMC_LOCUST_MASTER_HOST") or ray.util.get_node_ip_address()

@@ -1,0 +1,239 @@
+"""The HTTP layer of the gateway with a fake backend (no Ray): every malformed request
+gets a clear 4xx with a JSON error and never reaches the backend; every backend
+outcome maps to its status code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pmmc_ray.app import KVStore
+from pmmc_ray.app.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from pmmc_ray.gateway.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    OutcomeUnknown,
+    Overloaded,
+    Rejected,
+    Unavailable,
+    make_app,
+)
+from pmmc_ray.gateway.schema import KV_FIELDS, body_of, result_of
+
+
+class FakeBackend:
+    """Validates like the real one; records what reaches it; answers from a dict."""
+
+    def __init__(self) -> None:
+        self.app = KVStore()
+        self.calls: list[tuple] = []
+        self.fail: Exception | None = None
+        self.healthy = True
+
+    def validate(self, op: Any) -> None:
+        self.app.validate(op)
+
+    async def execute(self, op: Any) -> Any:
+        self.calls.append(op)
+        if self.fail is not None:
+            raise self.fail
+        return self.app.apply(op)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        return self.healthy, {"replicas_answering": ["replica-0"] if self.healthy else []}
+
+    async def status(self) -> dict[str, Any]:
+        return {"fake": True}
+
+
+def call(backend: FakeBackend, method: str, path: str, **kw: Any) -> tuple[int, Any, dict]:
+    """One request against a fresh server; (status, JSON body, headers)."""
+
+    async def go() -> tuple[int, Any, dict]:
+        async with TestClient(TestServer(make_app(backend))) as client:
+            resp = await client.request(method, path, **kw)
+            text = await resp.text()
+            return resp.status, json.loads(text), dict(resp.headers)
+
+    return asyncio.run(go())
+
+
+def post(backend: FakeBackend, path: str, body: Any, **kw: Any) -> tuple[int, Any, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return call(backend, "POST", path, data=data, **kw)
+
+
+def test_every_operation_and_its_answer():
+    b = FakeBackend()
+    assert post(b, "/v1/get", {"key": "a"})[:2] == (
+        404,
+        {"error": "not_found", "message": "the key is absent", "value": None},
+    )
+    assert post(b, "/v1/put", {"key": "a", "value": "1"})[:2] == (200, {"ok": True})
+    assert post(b, "/v1/get", {"key": "a"})[:2] == (200, {"value": "1"})
+    assert post(b, "/v1/append", {"key": "a", "value": "2"})[:2] == (200, {"ok": True})
+    assert post(b, "/v1/cas", {"key": "a", "expected": "x", "new": "3"})[:2] == (
+        200,
+        {"swapped": False},
+    )
+    assert post(b, "/v1/cas", {"key": "a", "expected": "12", "new": "3"})[:2] == (
+        200,
+        {"swapped": True},
+    )
+    assert post(b, "/v1/cas", {"key": "n", "expected": None, "new": "v"})[:2] == (
+        200,
+        {"swapped": True},
+    )
+    assert post(b, "/v1/delete", {"key": "a"})[:2] == (200, {"ok": True})
+    assert post(b, "/v1/execute", {"op": ["get", "n"]})[:2] == (200, {"result": "v"})
+    assert b.calls == [
+        ("get", "a"),
+        ("put", "a", "1"),
+        ("get", "a"),
+        ("append", "a", "2"),
+        ("cas", "a", "x", "3"),
+        ("cas", "a", "12", "3"),
+        ("cas", "n", None, "v"),
+        ("delete", "a"),
+        ("get", "n"),
+    ]
+
+
+KEY = "k" * (MAX_KEY_BYTES + 1)
+VALUE = "v" * (MAX_VALUE_BYTES + 1)
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+MALFORMED = [
+    # (path, body, status, error code, words the message must contain)
+    ("/v1/put", b'{"key": "a", "value": ', 400, "bad_request", "not valid JSON"),
+    ("/v1/put", b"\xff\xfe{}", 400, "bad_request", "not UTF-8"),
+    ("/v1/put", b"", 400, "bad_request", "empty"),
+    ("/v1/put", b"   ", 400, "bad_request", "empty"),
+    ("/v1/put", [["key", "a"]], 400, "bad_request", "JSON object"),
+    ("/v1/put", "a string", 400, "bad_request", "JSON object"),
+    ("/v1/put", {"key": "a", "value": 1}, 400, "bad_request", "value must be a string"),
+    ("/v1/put", {"key": 1, "value": "v"}, 400, "bad_request", "key must be a string"),
+    ("/v1/put", {"key": None, "value": "v"}, 400, "bad_request", "key must be a string"),
+    ("/v1/put", {"key": ["a"], "value": "v"}, 400, "bad_request", "not an array"),
+    ("/v1/put", {"key": "a", "value": True}, 400, "bad_request", "not a boolean"),
+    ("/v1/put", {"key": "a"}, 400, "bad_request", "missing field"),
+    ("/v1/put", {"key": "a", "value": "v", "ttl": 5}, 400, "bad_request", "unknown field"),
+    ("/v1/get", {"key": "a", "value": "v"}, 400, "bad_request", "unknown field"),
+    ("/v1/cas", {"key": "a", "expected": "x", "new": None}, 400, "bad_request", "new must be"),
+    ("/v1/cas", {"key": "a", "new": "v"}, 400, "bad_request", "missing field"),
+    ("/v1/put", {"key": KEY, "value": "v"}, 400, "bad_request", "key is 1025 bytes"),
+    ("/v1/put", {"key": "a", "value": VALUE}, 400, "bad_request", "value is 1048577 bytes"),
+    ("/v1/append", {"key": "a", "value": VALUE}, 400, "bad_request", "the limit is"),
+    ("/v1/cas", {"key": "a", "expected": VALUE, "new": "v"}, 400, "bad_request", "limit"),
+    ("/v1/put", NESTED, 400, "bad_request", "not valid JSON"),
+    ("/v1/put", b'{"key": "a", "value": ' + b"9" * 5000 + b"}", 400, "bad_request", "JSON"),
+    ("/v1/frobnicate", {"key": "a"}, 404, "unknown_op", "unknown operation 'frobnicate'"),
+    ("/v1/execute", {"op": ["frobnicate", "a"]}, 400, "bad_request", "unknown operation"),
+    ("/v1/execute", {"op": ["put", "a"]}, 400, "bad_request", "put takes 2 arguments"),
+    ("/v1/execute", {"op": "put"}, 400, "bad_request", "non-empty array"),
+    ("/v1/execute", {"op": []}, 400, "bad_request", "non-empty array"),
+    ("/v1/execute", {"op": ["get", "a"], "x": 1}, 400, "bad_request", "nothing else"),
+    ("/v2/put", {"key": "a", "value": "v"}, 404, "unknown_op", "no such endpoint"),
+    ("/v1/put/extra", {"key": "a", "value": "v"}, 404, "unknown_op", "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize(
+    "path,body,status,code,words", MALFORMED, ids=[f"{m[0]}-{i}" for i, m in enumerate(MALFORMED)]
+)
+def test_malformed_request_gets_a_clear_4xx_and_reaches_nothing(path, body, status, code, words):
+    b = FakeBackend()
+    got, data, _ = post(b, path, body)
+    assert (got, data["error"]) == (status, code), data
+    assert words in data["message"], data["message"]
+    assert b.calls == []  # nothing was sent to the cluster
+
+
+def test_a_huge_body_is_refused_without_reading_it():
+    b = FakeBackend()
+    huge = b'{"key": "a", "value": "' + b"v" * DEFAULT_MAX_BODY_BYTES + b'"}'
+    status, data, _ = post(b, "/v1/put", huge)
+    assert (status, data["error"]) == (413, "body_too_large")
+    assert str(DEFAULT_MAX_BODY_BYTES) in data["message"]
+    assert b.calls == []
+
+
+def test_a_huge_chunked_body_is_refused_too():
+    b = FakeBackend()
+
+    async def chunks():
+        for _ in range(DEFAULT_MAX_BODY_BYTES // 65536 + 2):
+            yield b"v" * 65536
+
+    status, data, _ = call(b, "POST", "/v1/put", data=chunks())
+    assert (status, data["error"]) == (413, "body_too_large")
+    assert b.calls == []
+
+
+def test_the_largest_legal_cas_fits_under_the_body_cap():
+    b = FakeBackend()
+    big = "v" * MAX_VALUE_BYTES
+    b.app.data["k"] = big
+    status, data, _ = post(b, "/v1/cas", {"key": "k" * MAX_KEY_BYTES, "expected": big, "new": big})
+    assert status == 200
+
+
+def test_wrong_method_is_405_with_allow():
+    b = FakeBackend()
+    status, data, headers = call(b, "GET", "/v1/put")
+    assert (status, data["error"]) == (405, "method_not_allowed")
+    assert headers["Allow"] == "POST"
+    status, data, _ = call(b, "DELETE", "/v1/health")
+    assert status == 405
+    assert b.calls == []
+
+
+@pytest.mark.parametrize(
+    "exc,status,code",
+    [
+        (Rejected("append would make the value exceed"), 409, "rejected"),
+        (Unavailable("no replica answered"), 503, "unavailable"),
+        (Overloaded("all clients busy"), 503, "overloaded"),
+        (OutcomeUnknown("may or may not have been applied"), 504, "outcome_unknown"),
+    ],
+)
+def test_backend_outcomes_map_to_status_codes(exc, status, code):
+    b = FakeBackend()
+    b.fail = exc
+    got, data, headers = post(b, "/v1/put", {"key": "a", "value": "v"})
+    assert (got, data["error"]) == (status, code)
+    assert str(exc) in data["message"]
+    if status == 503:
+        assert headers["Retry-After"] == "1"
+        assert "nothing was sent" in data["message"]
+
+
+def test_an_unexpected_error_is_a_json_500():
+    b = FakeBackend()
+    b.fail = RuntimeError("boom")
+    status, data, _ = post(b, "/v1/put", {"key": "a", "value": "v"})
+    assert (status, data["error"]) == (500, "internal")
+    assert "outcome is unknown" in data["message"]
+
+
+def test_health_and_status():
+    b = FakeBackend()
+    status, data, _ = call(b, "GET", "/v1/health")
+    assert (status, data["status"]) == (200, "ok")
+    b.healthy = False
+    status, data, headers = call(b, "GET", "/v1/health")
+    assert (status, data["status"], headers["Retry-After"]) == (503, "unavailable", "1")
+    status, data, _ = call(b, "GET", "/v1/status")
+    assert status == 200 and data["fake"] is True and data["in_flight"] == 0
+
+
+def test_schema_round_trip():
+    for name, fields in KV_FIELDS.items():
+        op = (name, *(f"{f}-value" for f in fields))
+        assert tuple(body_of(op).values()) == op[1:]
+    assert result_of(("get", "k"), {"value": "v"}) == "v"
+    assert result_of(("cas", "k", None, "v"), {"swapped": True}) is True
+    assert result_of(("put", "k", "v"), {"ok": True}) is None

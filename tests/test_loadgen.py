@@ -1,0 +1,208 @@
+"""The Locust users' workload and history recording (pure Python, no Locust, no Ray)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pmmc_ray.app import KVStore
+from pmmc_ray.ops.loadgen import (
+    MIXES,
+    HistoryLog,
+    KeyChooser,
+    OpGenerator,
+    check_histories,
+    load_histories,
+    read_locust_stats,
+)
+
+
+def gen(mix: str = "mixed", dist: str = "uniform", size: int = 16, seed: int = 1) -> OpGenerator:
+    return OpGenerator("u1", "run", MIXES[mix], KeyChooser(100, dist), value_size=size, seed=seed)
+
+
+@pytest.mark.parametrize("mix", sorted(MIXES))
+def test_a_mix_gives_valid_operations_in_its_shares(mix):
+    g = gen(mix)
+    ops = [g.next() for _ in range(20_000)]
+    for op in ops:
+        KVStore().validate(op)
+    shares = Counter(op[0] for op in ops)
+    for name, share in MIXES[mix].items():
+        assert abs(shares[name] / len(ops) - share) < 0.02, (name, shares)
+    assert set(shares) == set(MIXES[mix])
+
+
+def test_writes_are_unique_and_sized():
+    g = gen("put", size=200)
+    values = [g.next()[2] for _ in range(1000)]
+    assert len(set(values)) == 1000
+    assert {len(v) for v in values} == {200}
+
+
+def test_uniform_and_zipf_keys():
+    rng = random.Random(3)
+    uni = Counter(KeyChooser(100, "uniform").draw(rng) for _ in range(50_000))
+    zipf = Counter(KeyChooser(100, "zipf", 0.99).draw(rng) for _ in range(50_000))
+    assert max(uni.values()) / 50_000 < 0.02
+    # Zipf(0.99) over 100 keys: the hottest key gets 1/H(100, 0.99), about 19%.
+    assert 0.17 < zipf[0] / 50_000 < 0.21
+    assert zipf[0] > zipf[1] > zipf[10] > zipf[99]
+    with pytest.raises(ValueError):
+        KeyChooser(10, "pareto")
+
+
+def test_cas_expects_what_the_user_saw_last():
+    g = gen("cas")
+    g.observe(("get", "run-k1"), "seen")
+    for _ in range(500):
+        op = g.next()
+        if op[0] == "cas" and op[1] == "run-k1":
+            assert op[2] == "seen"
+            break
+    else:
+        pytest.fail("no cas on run-k1")
+    g.observe(("put", "run-k1", "mine"), None)
+    g.observe(("delete", "run-k2"), None)
+    assert g._seen == {"run-k1": "mine", "run-k2": None}
+
+
+def test_history_log_outcomes():
+    log = HistoryLog()
+    a = log.begin("c1", ("put", "k", "1"))
+    b = log.begin("c2", ("get", "k"))
+    c = log.begin("c3", ("put", "k", "bad"))
+    d = log.begin("c4", ("append", "k", "x"))
+    log.returned(a, None)
+    log.discard(c)  # refused: changed nothing, not recorded
+    first = [json.loads(x) for x in log.drain()]
+    assert [(r["client"], r["op"]) for r in first] == [("c1", ["put", "k", "1"])]
+    assert first[0]["return"] >= first[0]["call"]
+    log.unknown(d)
+    rest = [json.loads(x) for x in log.drain(final=True)]  # b still open: unknown
+    assert sorted((r["client"], r["return"]) for r in rest) == [("c2", None), ("c4", None)]
+    log.returned(b, "1")  # too late: already written as unknown
+    assert log.drain(final=True) == []
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_check_histories_merges_files(tmp_path):
+    a = _write(
+        tmp_path / "a.jsonl",
+        [{"client": "a", "call": 1.0, "return": 2.0, "op": ["put", "k", "1"], "result": None}],
+    )
+    b = _write(
+        tmp_path / "b.jsonl",
+        [{"client": "b", "call": 3.0, "return": 4.0, "op": ["get", "k"], "result": "1"}],
+    )
+    res = check_histories([a, b])
+    assert (res["verdict"], res["ops"], res["clients"]) == ("linearizable", 2, 2)
+    assert check_histories([b])["verdict"] == "not_linearizable"
+
+
+def test_clock_skew_widening_keeps_the_check_sound(tmp_path):
+    # Node B's clock runs 5 ms behind: its get of the value written on node A at
+    # [1.000, 1.002] appears to return at 0.999, before the write began.
+    h = _write(
+        tmp_path / "h.jsonl",
+        [
+            {
+                "client": "a",
+                "call": 1.000,
+                "return": 1.002,
+                "op": ["put", "k", "1"],
+                "result": None,
+            },
+            {"client": "b", "call": 0.997, "return": 0.999, "op": ["get", "k"], "result": "1"},
+        ],
+    )
+    assert check_histories([h])["verdict"] == "not_linearizable"  # a false alarm
+    assert check_histories([h], skew_s=0.005)["verdict"] == "linearizable"
+    ops = load_histories([h], skew_s=0.005)
+    assert ops[0].call == pytest.approx(0.995) and ops[0].ret == pytest.approx(1.007)
+
+
+def test_read_locust_stats(tmp_path):
+    (tmp_path / "x_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Requests/s,50%,99%\n"
+        "POST,put,10,0,12,5.0,12,30\n"
+        ",Aggregated,10,0,12,5.0,12,30\n"
+    )
+    rows = read_locust_stats(tmp_path / "x")
+    assert rows["Aggregated"]["Request Count"] == "10"
+    assert rows["POST put"]["99%"] == "30"
+
+
+def test_loadgen_and_sidecar_client_import_neither_ray_nor_gevent():
+    # They are imported by gevent-patched Locust processes.
+    import subprocess
+
+    code = (
+        "import sys, pmmc_ray.ops.loadgen, pmmc_ray.ops.sidecar_client, pmmc_ray.gateway.schema;"
+        "bad = [m for m in ('ray', 'gevent', 'aiohttp') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_loadtest_command_checks_history_files(tmp_path, capsys):
+    from pmmc_ray.cli import main
+
+    good = _write(
+        tmp_path / "good.jsonl",
+        [{"client": "a", "call": 1.0, "return": 2.0, "op": ["put", "k", "1"], "result": None}],
+    )
+    bad = _write(
+        tmp_path / "bad.jsonl",
+        [{"client": "b", "call": 3.0, "return": 4.0, "op": ["get", "k"], "result": "2"}],
+    )
+    assert main(["loadtest", "--check", str(good)]) == 0
+    assert "history: linearizable (1 operations" in capsys.readouterr().out
+    assert main(["loadtest", "--check", str(good), str(bad)]) == 1
+    assert "not_linearizable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--users", "0"], "--users must be >= 1"),
+        (["--client", "grpc"], "--client must be"),
+        (["--address", "127.0.0.1:1"], "--address needs --namespace"),
+        (["--value-size", "0"], "--value-size"),
+        (["--locust-dir", "/nonexistent"], "no Locust files"),
+    ],
+)
+def test_loadtest_command_rejects_bad_arguments_before_starting_anything(args, words, capsys):
+    from pmmc_ray.cli import main
+
+    assert main(["loadtest", *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_locust_command_lines_for_a_master_and_its_workers(tmp_path):
+    from pmmc_ray.ops.loadtest import LoadTestPlan, locust_commands
+
+    plan = LoadTestPlan(
+        users=10, duration_s=20, workers=2, clients=("http", "native"), shape="step"
+    )
+    c = locust_commands(
+        plan, tmp_path, "r1", "http://127.0.0.1:8080", "10.0.0.5:6379", "ns", "10.0.0.5"
+    )
+    assert [f.name for f in c.files] == ["locustfile.py", "native.py"]
+    assert c.main[4].endswith("shape_step.py") and "shape_step.py" not in str(c.worker_command())
+    for arg in ("--headless", "--master", "--master-bind-host=10.0.0.5", "--expect-workers=2"):
+        assert arg in c.main
+    assert "--host=http://127.0.0.1:8080" in c.main and f"--csv={tmp_path / 'locust'}" in c.main
+    assert c.worker_args[:2] == ["--worker", "--master-host=10.0.0.5"]
+    for args in (c.main, c.worker_args):
+        assert "--kv-run-id=r1" in args and "--kv-ray-address=10.0.0.5:6379" in args
+        assert args[-2:] == ["HttpKVUser", "NativeKVUser"]
