@@ -30,6 +30,7 @@ from pmmc_ray.core.messages import (
     EpochQuery,
     Propose,
     ReplicaDecided,
+    ReplicaRecovering,
     ReplicaSnapshot,
     Retire,
     StateChunk,
@@ -194,6 +195,7 @@ def test_recovering_replica_waits_for_a_snapshot_then_serves(config, timing):
     peer.handle(Decisions(((1, batch(("put", "k", "v"), client="a")),)), 0)
     r = Replica("replica-1", (config,), KVStore(), timing, recovering=True)
     assert r.start(0) == [
+        Persist(ReplicaRecovering()),  # it has no state: its log must say so first
         SetTimer("tick", timing.replica_tick),
         Send("replica-0", StateRequest("replica-1")),
     ]
@@ -375,3 +377,26 @@ def test_a_read_result_is_not_kept_and_a_retried_read_reads_again(config, timing
     assert [m for _, m in sends(r.handle(req("b", 1, ("get", "k")), 0))]
     effects = r.handle(Decisions(((4, read),)), 0)
     assert ClientReply(Response("b", 1, "v2")) in effects
+
+
+def test_a_replica_without_state_stays_without_state_across_restarts(config, timing):
+    """Found by the simulator: a replica that lost its disk and restarted again before it
+    got any state must not take its new, empty log for a founding member's state."""
+    r = Replica("replica-1", (config,), KVStore(), timing, recovering=True)
+    effects = r.start(0)
+    assert effects[0] == Persist(ReplicaRecovering())
+    back = Replica.recover("replica-1", (config,), KVStore(), timing, [ReplicaRecovering()])
+    assert back.recovering
+    assert not any(isinstance(e, Persist) for e in back.start(0))  # marked already
+
+
+def test_a_recovering_replica_pulls_state_from_a_peer_that_makes_itself_known(config, timing):
+    """Found by the simulator: a replica that lost its disk knows only the configurations
+    it was created with; a member of a newer one that announces itself is asked."""
+    r = Replica("replica-0", (config,), KVStore(), timing, recovering=True)
+    r.start(0)
+    assert sends(r.handle(CatchUp("replica-7", 40), 0)) == [
+        ("replica-7", StateRequest("replica-0"))
+    ]
+    asked = [sends(r.handle(Timer("tick"), 40 * i)) for i in range(1, 3)]
+    assert ("replica-7", StateRequest("replica-0")) in [x for a in asked for x in a]

@@ -396,6 +396,13 @@ class ReplicaDecided:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaRecovering:
+    """This replica holds no state of its own (its disk was lost, or it just joined): it
+    must recover by state transfer before it serves, even if it restarts first. The
+    checkpoint written when it gets the state supersedes this record."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaSnapshot:
     """A checkpoint of a replica: everything it needs to continue from ``slot_out``.
 
@@ -421,6 +428,7 @@ DurableRecord = (
     | LeaderRound
     | LeaderRetired
     | ReplicaDecided
+    | ReplicaRecovering
     | ReplicaSnapshot
 )
 

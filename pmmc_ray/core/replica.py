@@ -65,6 +65,7 @@ from .messages import (
     Progress,
     Propose,
     ReplicaDecided,
+    ReplicaRecovering,
     ReplicaSnapshot,
     Request,
     Response,
@@ -149,6 +150,8 @@ class Replica:
         self._now = 0
         self._sender = StateSender(timing.state_chunk, keep_ms=50 * timing.replica_tick)
         self._receiver = StateReceiver()
+        self._marked = False  # a ReplicaRecovering record is on disk
+        self._sources: list[str] = []  # peers that told us they hold state (CatchUp)
 
     @classmethod
     def recover(
@@ -166,20 +169,27 @@ class Replica:
         State is the last :class:`ReplicaSnapshot` (or, for a founding member that never
         wrote one, the application's initial state at slot 1 with ``configs``), then the
         :class:`ReplicaDecided` slots after it, replayed in order exactly as they were
-        first applied. A member that ``joined`` by reconfiguration and never got to
-        install a snapshot has no state of its own: it recovers by state transfer.
+        first applied. A member that ``joined`` by reconfiguration, or that started
+        without state (:class:`ReplicaRecovering`), and never got to install a snapshot
+        has no state of its own: it recovers by state transfer, however often it
+        restarts before it gets one.
         """
         checkpoint: ReplicaSnapshot | None = None
         decided: list[tuple[int, Batch]] = []
+        stateless = joined
         for rec in records:
             if isinstance(rec, ReplicaSnapshot):
                 checkpoint, decided = rec, []
             elif isinstance(rec, ReplicaDecided):
                 decided.extend(rec.entries)
+            elif isinstance(rec, ReplicaRecovering):
+                stateless = True
             else:
                 raise TypeError(f"not a replica record: {rec!r}")
-        if checkpoint is None and joined:
-            return cls(replica_id, configs, app, timing, recovering=True)
+        if checkpoint is None and stateless:
+            r = cls(replica_id, configs, app, timing, recovering=True)
+            r._marked = True  # its records already say so
+            return r
         r = cls(replica_id, checkpoint.configs if checkpoint else configs, app, timing)
         if checkpoint is not None:
             r._install(
@@ -209,6 +219,11 @@ class Replica:
         self._now = now
         effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
         if self.recovering:
+            if not self._marked:
+                # Before anything else: should we restart before the state arrives, our
+                # (empty) records must not pass for a founding member's initial state.
+                self._marked = True
+                effects.insert(0, Persist(ReplicaRecovering()))
             effects += self._ask_for_state()
         return effects
 
@@ -471,7 +486,9 @@ class Replica:
                 req = self._receiver.retry(self.id)
                 return [Send(t.peer, req)] if req is not None else []
             self._receiver.abandon()
-        peers = self._peers()
+        # Peers that told us they have state first: our own configurations may be old (a
+        # replica that lost its disk knows only those it was created with).
+        peers = [*self._sources, *(p for p in self._peers() if p not in self._sources)]
         if not peers:
             return []
         self._rotate = (self._rotate + 1) % len(peers)
@@ -542,6 +559,12 @@ class Replica:
     def _on_catch_up(self, m: CatchUp) -> list[Effect]:
         self.peer_slot_out[m.src] = max(self.peer_slot_out.get(m.src, 0), m.slot_out)
         if self.recovering:
+            # A peer with state made itself known (it may be a member of a configuration
+            # we do not know): pull the state from it, now if nothing is under way.
+            if m.src not in self._sources:
+                self._sources.insert(0, m.src)
+            if self._receiver.transfer is None:
+                return [Send(m.src, StateRequest(self.id))]
             return []
         if m.slot_out > self.slot_out and self.slot_out == self._tick_slot_out:
             # A peer is ahead while we are stalled: ask it for what we lack. It may be a

@@ -39,7 +39,7 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
     return replace(
         base,
         f=2 if r.random() < 0.25 else base.f,
-        clients=r.randint(2, 5),
+        clients=base.clients if base.fixed_clients else r.randint(2, 5),
         timing=timing,
     )
 

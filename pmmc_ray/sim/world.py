@@ -145,6 +145,10 @@ class SimParams:
     """Inject a known bug (for tests that prove the checkers can fail)."""
     vary: bool = True
     """Let the runner vary f, WINDOW, batch size and clients by seed."""
+    fixed_clients: bool = False
+    """Keep ``clients`` even when the runner varies the rest by seed."""
+    sample_every: int = 500
+    """Virtual ms between samples of every process's state sizes (``SimResult.peaks``)."""
 
 
 BUGS = (
@@ -195,6 +199,9 @@ class SimResult:
     reconfigs: int
     power_losses: int = 0
     disk_losses: int = 0
+    peaks: dict[str, int] = field(default_factory=dict)
+    """The largest value seen of each state size, sampled during the run: what memory
+    and disk a role needed (``acceptor.pvalues``, ``replica.disk_records``, ...)."""
     reconfig_pending: bool = False
     trace: list[str] | None = None
 
@@ -296,6 +303,7 @@ class Simulation:
         self.reconfigs = 0
         self.power_losses = 0
         self.disk_losses = 0
+        self.peaks: dict[str, int] = {}
         self.disk_lost: set[str] = set()  # crashed processes whose disk is gone
         self.had_state: dict[str, bool] = {}  # replica -> held state when it crashed
         self._config0: Config | None = None
@@ -419,6 +427,7 @@ class Simulation:
         if self.faults.reconfig:
             self._schedule(self.rng.randint(100, 1500), "nemesis_reconfig", None)
         self._schedule(self.params.fault_until, "heal", None)
+        self._schedule(self.params.sample_every, "sample", None)
 
     # --- event loop ------------------------------------------------------------------------
 
@@ -491,6 +500,9 @@ class Simulation:
             self._nemesis_reconfig()
         elif kind == "heal":
             self._heal()
+        elif kind == "sample":
+            self._sample()
+            self._schedule(self.params.sample_every, "sample", None)
         else:
             raise ValueError(kind)
 
@@ -814,6 +826,35 @@ class Simulation:
                 self._boot(pid, restarted=True)
                 self.disk_lost.discard(pid)
 
+    def _sample(self) -> None:
+        """Record the size of every bounded piece of state (DESIGN 4b)."""
+        sizes: dict[str, int] = {}
+        for pid in sorted(self.alive):
+            role = self.procs[pid]
+            if isinstance(role, Acceptor):
+                got = {
+                    "pvalues": sum(len(e.accepted) for e in role.epochs.values()),
+                    "disk_records": len(self.storage[pid]),
+                }
+            elif isinstance(role, Leader):
+                got = {"proposals": sum(len(e.proposals) for e in role.epochs.values())}
+            elif isinstance(role, Replica):
+                got = {
+                    "decisions_kept": len(role.decisions),
+                    "sessions": len(role.client_table),
+                    "requests": len(role.requests),
+                    "disk_records": len(self.storage[pid]),
+                }
+            elif isinstance(role, Commander):
+                got = {"pending": sum(len(r.pending) for r in role.runs.values())}
+            else:
+                continue
+            for k, v in got.items():
+                key = f"{role_of(pid)}.{k}"
+                sizes[key] = max(sizes.get(key, 0), v)
+        for k, v in sizes.items():
+            self.peaks[k] = max(self.peaks.get(k, 0), v)
+
     # --- results -----------------------------------------------------------------------------
 
     def _converged(self) -> bool:
@@ -865,6 +906,7 @@ class Simulation:
             reconfigs=self.reconfigs,
             power_losses=self.power_losses,
             disk_losses=self.disk_losses,
+            peaks=dict(sorted(self.peaks.items())),
             reconfig_pending=self.admin_pending is not None,
             trace=self.trace,
         )
