@@ -230,3 +230,22 @@ def test_adoption_never_runs_phase_2_below_a_reported_collected_mark(config, tim
     effects = ldr.handle(Adopted(0, ballot(0), (), collected_below=5), 0)
     (p2,) = [m for _, m in sends(effects) if isinstance(m, Phase2)]
     assert [s for s, _ in p2.entries] == [6]
+
+
+def test_the_log_is_compacted_into_one_state_record(config, timing):
+    from pmmc_ray.core.leader import COMPACT_EVERY
+    from pmmc_ray.core.messages import LeaderState
+
+    ldr = make(config, timing)
+    records = [e.record for e in ldr.start(0) if isinstance(e, Persist)]
+    for r in range(1, 2 * COMPACT_EVERY):
+        ldr.handle(Preempted(0, ldr.epochs[0].ballot_num, ballot(10 * r, "leader-1")), 0)
+        records += [
+            e.record for e in ldr.handle(Timer("tick"), 10_000 * r) if isinstance(e, Persist)
+        ]
+    assert any(isinstance(x, LeaderState) for x in records)
+    last = max(i for i, x in enumerate(records) if isinstance(x, LeaderState))
+    back = Leader.recover(
+        "leader-0", config, timing, records[last:], scout_id="scout-0", commander_id="commander-0"
+    )
+    assert (back.identity, back.max_round) == (ldr.identity, ldr.max_round)

@@ -25,7 +25,10 @@ Durable state: the identity it puts in its ballots, and the highest ballot round
 has used. A round is persisted before the p1a for it can leave, so a restarted leader
 never reuses a ballot. Reusing one with different proposals could get two commands
 accepted at the same (ballot, slot), and then pmax could pick either: two decisions
-for one slot (C1). A leader that comes back *without* its records cannot know which
+for one slot (C1). Every ``COMPACT_EVERY`` records the leader writes one
+:class:`LeaderState` with all of it instead, which supersedes the rest: its log stays
+a few records long however many elections it runs. A leader that comes back *without*
+its records cannot know which
 rounds it used; it takes a fresh identity instead (``fresh_identity``, drawn by its
 interpreter), so its ballots can never equal one it made before, and it takes part
 again at once.
@@ -59,6 +62,7 @@ from .messages import (
     LeaderIdentity,
     LeaderRetired,
     LeaderRound,
+    LeaderState,
     Message,
     Persist,
     Phase2,
@@ -78,6 +82,7 @@ from .timing import Timing, chunks
 from .types import Ballot, Batch, Config, pmax
 
 TICK = "tick"
+COMPACT_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -123,6 +128,7 @@ class Leader:
         self.id = leader_id
         self.identity = identity or leader_id  # what goes into Ballot.leader
         self._persist_identity = persist_identity
+        self._records = 0  # records in the durable log since its last LeaderState
         self.timing = timing
         self.scout = scout_id
         self.commander = commander_id
@@ -156,8 +162,17 @@ class Leader:
         """
         max_round = retired = -1
         identity: str | None = None
+        count = 0
         for rec in records:
-            if isinstance(rec, LeaderIdentity):
+            count += 1
+            if isinstance(rec, LeaderState):
+                identity, max_round, retired, count = (
+                    rec.identity,
+                    rec.max_round,
+                    rec.retired_upto,
+                    1,
+                )
+            elif isinstance(rec, LeaderIdentity):
                 identity = rec.identity
             elif isinstance(rec, LeaderRound):
                 max_round = max(max_round, rec.round)
@@ -165,7 +180,7 @@ class Leader:
                 retired = max(retired, rec.epoch)
             else:
                 raise TypeError(f"not a leader record: {rec!r}")
-        return cls(
+        ldr = cls(
             leader_id,
             config,
             timing,
@@ -176,11 +191,13 @@ class Leader:
             identity=identity or fresh_identity,
             persist_identity=identity is None and fresh_identity is not None,
         )
+        ldr._records = count
+        return ldr
 
     def start(self, now: int) -> list[Effect]:
         effects: list[Effect] = []
         if self._persist_identity:
-            effects.append(Persist(LeaderIdentity(self.identity)))
+            effects.append(self._persist(LeaderIdentity(self.identity)))
             self._persist_identity = False
         if self.id in self._initial.leaders and self._initial.epoch > self.retired_upto:
             ep = self._join(self._initial, now)
@@ -244,7 +261,7 @@ class Leader:
             return []
         self.retired_upto = upto
         effects: list[Effect] = [
-            Persist(LeaderRetired(upto)),
+            self._persist(LeaderRetired(upto)),
             Send(self.scout, Retire(upto)),
             Send(self.commander, Retire(upto)),
         ]
@@ -267,9 +284,18 @@ class Leader:
         ep.scout_since = now
         ep.watching = None
         return [
-            Persist(LeaderRound(rnd)),
+            self._persist(LeaderRound(rnd)),
             Send(self.scout, StartScout(ep.config, ep.ballot_num, ep.collected_below)),
         ]
+
+    def _persist(self, rec: LeaderIdentity | LeaderRound | LeaderRetired) -> Persist:
+        """``rec`` (already reflected in this leader's fields), or, every COMPACT_EVERY
+        records, the whole state in one record that lets the earlier ones go."""
+        self._records += 1
+        if self._records < COMPACT_EVERY:
+            return Persist(rec)
+        self._records = 1
+        return Persist(LeaderState(self.identity, self.max_round, self.retired_upto))
 
     def _become_active(self, ep: LeaderEpoch, now: int) -> list[Effect]:
         ep.active = True

@@ -385,6 +385,18 @@ class LeaderRetired:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderState:
+    """All of a leader's durable state in one record (identity, highest round used,
+    highest epoch retired). Supersedes every earlier record: it compacts the log."""
+
+    identity: str
+    max_round: int
+    retired_upto: int
+
+    supersedes_earlier: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaDecided:
     """Replica applied these decided (slot, batch) entries, consecutive slots in order.
 
@@ -427,6 +439,7 @@ DurableRecord = (
     | LeaderIdentity
     | LeaderRound
     | LeaderRetired
+    | LeaderState
     | ReplicaDecided
     | ReplicaRecovering
     | ReplicaSnapshot
