@@ -91,6 +91,8 @@ from .types import (
 )
 
 TICK = "tick"
+STATE_WAIT_TICKS = 8
+"""Ticks a replica waits for the first chunk of a transfer before asking another peer."""
 CommandKey = tuple[str, int]
 
 
@@ -152,6 +154,7 @@ class Replica:
         self._receiver = StateReceiver()
         self._marked = False  # a ReplicaRecovering record is on disk
         self._sources: list[str] = []  # peers that told us they hold state (CatchUp)
+        self._asked_at: int | None = None  # when we last asked a peer to start a transfer
 
     @classmethod
     def recover(
@@ -476,22 +479,31 @@ class Replica:
                     peers.append(r)
         return peers
 
-    def _ask_for_state(self) -> list[Effect]:
-        """Start a transfer from one peer (a different one each time), or ask again for the
-        chunk we wait for; after 8 unanswered asks, give up on that peer."""
+    def _ask_for_state(self, tick: bool = False) -> list[Effect]:
+        """Start a transfer from one peer (a different one each time), unless a request is
+        in flight; on a tick during a transfer, ask again for the chunk we wait for only
+        after 3, 6, 9 quiet ticks (it may be on its way), and after 12 give that peer up.
+        Never two requests in flight: each would be answered with a whole chunk."""
         t = self._receiver.transfer
         if t is not None:
+            if not tick:
+                return []
             t.quiet_ticks += 1
-            if t.quiet_ticks <= 8:
-                req = self._receiver.retry(self.id)
+            if t.quiet_ticks < 12:
+                req = self._receiver.retry(self.id) if t.quiet_ticks % 3 == 0 else None
                 return [Send(t.peer, req)] if req is not None else []
             self._receiver.abandon()
+        elif self._asked_at is not None and self._now - self._asked_at < STATE_WAIT_TICKS * (
+            self.timing.replica_tick
+        ):
+            return []  # the first chunk of a transfer we asked for may be on its way
         # Peers that told us they have state first: our own configurations may be old (a
         # replica that lost its disk knows only those it was created with).
         peers = [*self._sources, *(p for p in self._peers() if p not in self._sources)]
         if not peers:
             return []
         self._rotate = (self._rotate + 1) % len(peers)
+        self._asked_at = self._now
         return [Send(peers[self._rotate], StateRequest(self.id))]
 
     def _serve(self, m: StateRequest) -> StateChunk:
@@ -525,9 +537,7 @@ class Replica:
         effects: list[Effect] = [SetTimer(TICK, self.timing.replica_tick)]
         self._sender.expire(self._now)
         if self.recovering or self._receiver.transfer is not None:
-            self._stalled_ticks += 1
-            if self._due() or self._receiver.transfer is not None:
-                effects += self._ask_for_state()
+            effects += self._ask_for_state(tick=True)
             if self.recovering:
                 return effects
         effects += self._progress()
@@ -563,9 +573,9 @@ class Replica:
             # we do not know): pull the state from it, now if nothing is under way.
             if m.src not in self._sources:
                 self._sources.insert(0, m.src)
-            if self._receiver.transfer is None:
-                return [Send(m.src, StateRequest(self.id))]
-            return []
+                self._rotate = -1  # ask it next
+                self._asked_at = None
+            return self._ask_for_state()
         if m.slot_out > self.slot_out and self.slot_out == self._tick_slot_out:
             # A peer is ahead while we are stalled: ask it for what we lack. It may be a
             # member of a configuration we have not learned yet (we got our state from a
@@ -603,6 +613,8 @@ class Replica:
         if not self.recovering and m.slot_out <= self.slot_out:
             return []  # nothing to gain from it
         got = self._receiver.on_chunk(self.id, m)
+        if got is not None:
+            self._asked_at = None  # a transfer is under way (or done)
         if isinstance(got, StateRequest):
             return [Send(m.src, got)]
         if isinstance(got, Incoming):
