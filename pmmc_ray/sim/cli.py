@@ -179,6 +179,7 @@ def _one(args: argparse.Namespace, faults: Faults, params: SimParams) -> int:
         "partitions": res.partitions,
         "reconfigurations": res.reconfigs,
         "peaks": res.peaks,
+        "peaks_by_quarter": res.peaks_by_quarter,
         "trace_sha256": trace_digest(res) if res.trace is not None else None,
     }
     if args.json:

@@ -202,6 +202,8 @@ class SimResult:
     peaks: dict[str, int] = field(default_factory=dict)
     """The largest value seen of each state size, sampled during the run: what memory
     and disk a role needed (``acceptor.pvalues``, ``replica.disk_records``, ...)."""
+    peaks_by_quarter: list[dict[str, int]] = field(default_factory=list)
+    """The same, for each quarter of the run: flat state shows no upward trend."""
     reconfig_pending: bool = False
     trace: list[str] | None = None
 
@@ -304,6 +306,7 @@ class Simulation:
         self.power_losses = 0
         self.disk_losses = 0
         self.peaks: dict[str, int] = {}
+        self.samples: list[tuple[int, dict[str, int]]] = []
         self.disk_lost: set[str] = set()  # crashed processes whose disk is gone
         self.had_state: dict[str, bool] = {}  # replica -> held state when it crashed
         self._config0: Config | None = None
@@ -854,6 +857,16 @@ class Simulation:
                 sizes[key] = max(sizes.get(key, 0), v)
         for k, v in sizes.items():
             self.peaks[k] = max(self.peaks.get(k, 0), v)
+        self.samples.append((self.now, sizes))
+
+    def _quarters(self) -> list[dict[str, int]]:
+        out: list[dict[str, int]] = [{} for _ in range(4)]
+        end = max(1, self.now)
+        for t, sizes in self.samples:
+            q = out[min(3, 4 * t // end)]
+            for k, v in sizes.items():
+                q[k] = max(q.get(k, 0), v)
+        return [dict(sorted(q.items())) for q in out]
 
     # --- results -----------------------------------------------------------------------------
 
@@ -907,6 +920,7 @@ class Simulation:
             power_losses=self.power_losses,
             disk_losses=self.disk_losses,
             peaks=dict(sorted(self.peaks.items())),
+            peaks_by_quarter=self._quarters(),
             reconfig_pending=self.admin_pending is not None,
             trace=self.trace,
         )
