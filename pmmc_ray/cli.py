@@ -7,7 +7,7 @@ import sys
 
 from . import gateway_cli, loadtest_cli, ray_cli
 from .check import lincheck_cli
-from .ops import soak_cli
+from .ops import nodeloss_cli, soak_cli
 from .sim import cli as sim_cli
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cli.add_parser(sub)
     loadtest_cli.add_parser(sub)
     soak_cli.add_parser(sub)
+    nodeloss_cli.add_parser(sub)
     return parser
 
 
@@ -32,6 +33,7 @@ _COMMANDS = {
     "gateway": gateway_cli.run,
     "loadtest": loadtest_cli.run,
     "soak": soak_cli.run,
+    "nodeloss": nodeloss_cli.run,
 }
 _COMMANDS.update(
     {

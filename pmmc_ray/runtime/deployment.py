@@ -62,6 +62,7 @@ log = logging.getLogger("pmmc_ray.runtime")
 
 _KV_NAMESPACE = KV_NAMESPACE
 _LOCK_GRACE_S = 5.0
+_PLACEMENT_MEMORY = 1 << 20  # bytes of Ray's logical memory resource per placed actor
 
 
 class AlreadyDeployedError(RuntimeError):
@@ -293,6 +294,10 @@ class Deployment:
         opts = self._actor_options()
         if node_id is not None:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+            # Ray ignores a soft node affinity when an actor asks for no resources at all
+            # (it picks a random node; see ray-project/ray#25360): ask for a token of the
+            # logical memory resource, which every node has, so the placement holds.
+            opts["memory"] = _PLACEMENT_MEMORY
         if role == "replica":
             # Every waiting client holds one call slot on its replica; leave room.
             opts["max_concurrency"] = 10_000
