@@ -35,6 +35,10 @@ from ..core.ids import role_of
 
 __all__ = ["NodeLossResult", "run_nodeloss"]
 
+LOGS = ("log-0", "log-1", "log-2", "log-3")
+"""Keys the workload appends unique tokens to (and reads): every acknowledged append
+must be in its log exactly once at the end."""
+
 
 @dataclass
 class NodeLossResult:
@@ -133,7 +137,7 @@ def run_nodeloss(
 
         recorder = HistoryRecorder()
         stop = threading.Event()
-        acked: list[str] = []
+        acked: dict[str, list[str]] = {k: [] for k in LOGS}
         lock = threading.Lock()
         counts = {"ok": 0, "unknown": 0}
 
@@ -144,13 +148,14 @@ def run_nodeloss(
             while not stop.is_set():
                 n += 1
                 token = f"[{i}.{n}]"
+                key = r.choice(LOGS)
                 try:
                     if r.random() < 0.6:
-                        c.append("log", token)
+                        c.append(key, token)
                         with lock:
-                            acked.append(token)
+                            acked[key].append(token)
                     else:
-                        c.get(r.choice(["log", "reg"]) if r.random() < 0.5 else "reg")
+                        c.get(key)
                     with lock:
                         counts["ok"] += 1
                 except OutcomeUnknownError:
@@ -226,11 +231,12 @@ def run_nodeloss(
             t.join(timeout=120.0)
         res.ops_ok, res.ops_unknown = counts["ok"], counts["unknown"]
         reader = dep.client(timeout_s=120.0, recorder=recorder)
-        final = reader.get("log") or ""
-        res.acked_appends = len(acked)
-        res.lost_appends = [x for x in acked if final.count(x) == 0][:10]
-        pieces = final.replace("][", "]\n[").split("\n") if final else []
-        res.duplicated_appends = sorted({p for p in pieces if pieces.count(p) > 1})[:10]
+        for key in LOGS:
+            final = reader.get(key) or ""
+            res.acked_appends += len(acked[key])
+            res.lost_appends += [x for x in acked[key] if final.count(x) == 0][:10]
+            pieces = final.replace("][", "]\n[").split("\n") if final else []
+            res.duplicated_appends += sorted({p for p in pieces if pieces.count(p) > 1})[:10]
         res.replicas_agree, _ = replica_states(dep, settle_s=60.0)
         verdict = check(recorder.operations(), KV_MODEL, timeout=120.0)
         res.linearizable, res.lin_detail = verdict.verdict, str(getattr(verdict, "detail", ""))
