@@ -272,6 +272,11 @@ class Replica:
 
     # --- durability ----------------------------------------------------------------------
 
+    def request_checkpoint(self) -> None:
+        """Write a checkpoint in the next step (an interpreter asks when the slots logged
+        since the last one take more room than it: a checkpoint is always safe)."""
+        self._checkpoint_due = True
+
     def _persist_applied(self) -> list[Effect]:
         """The Persist effect for what this step applied: the decided slots, or a whole
         checkpoint when one is due. ``handle`` puts it before every other effect."""

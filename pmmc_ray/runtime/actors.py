@@ -97,6 +97,9 @@ def _storage_lost_advice(name: str, namespace: str) -> str:
 
 
 _LOOKUP_RETRY_S = 0.5
+_CHECKPOINT_LOG_BYTES = 4 << 20
+"""A replica checkpoints once its log since the last checkpoint holds more than this
+and more than twice that checkpoint."""
 _LOCK_WAIT_S = 10.0
 """How long a starting actor waits for its storage lock: a killed predecessor on the
 same node may still be exiting. After that, another live process holds it."""
@@ -795,6 +798,13 @@ class _ReplicaHost(_Host):
 
     def _after_step(self, before: Any) -> None:
         r = self.role
+        st = self.storage
+        if st is not None and st.bytes_since_checkpoint > max(
+            2 * st.checkpoint_bytes, _CHECKPOINT_LOG_BYTES
+        ):
+            # The log since the last checkpoint outgrew it: disk stays within about
+            # three times the state (checkpoint_every counts slots, not bytes).
+            r.request_checkpoint()
         for slot in range(before, r.slot_out):
             batch = r.decisions.get(slot)
             if batch is None:

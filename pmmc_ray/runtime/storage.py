@@ -144,6 +144,8 @@ class RecordLog:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self.bytes_since_checkpoint = 0  # record bytes after the last superseding record
+        self.checkpoint_bytes = 0  # the size of that record
 
     # --- opening -------------------------------------------------------------------------
 
@@ -239,6 +241,11 @@ class RecordLog:
         if cut is not None:
             recs = recs[cut:]
         rows = [(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL),) for r in recs]
+        if cut is not None:
+            self.checkpoint_bytes = len(rows[0][0])
+            self.bytes_since_checkpoint = sum(len(r[0]) for r in rows[1:])
+        else:
+            self.bytes_since_checkpoint += sum(len(r[0]) for r in rows)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -258,7 +265,14 @@ class RecordLog:
     def load(self) -> list[Any]:
         """Every record, in the order it was appended."""
         cur = self._conn.execute("SELECT record FROM records ORDER BY seq")
-        return [pickle.loads(blob) for (blob,) in cur]
+        blobs = [blob for (blob,) in cur]
+        records = [pickle.loads(blob) for blob in blobs]
+        if records and supersedes_earlier(records[0]):
+            self.checkpoint_bytes = len(blobs[0])
+            self.bytes_since_checkpoint = sum(len(b) for b in blobs[1:])
+        else:
+            self.bytes_since_checkpoint = sum(len(b) for b in blobs)
+        return records
 
     def count(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]

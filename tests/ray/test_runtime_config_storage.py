@@ -212,3 +212,22 @@ def test_placement_spreads_every_role_and_follows_the_previous_node():
         "only 2 alive node(s) for 3 acceptors: one node failure can take down more than one "
         "acceptor (a majority of acceptors, stopping the store)"
     ]
+
+
+def test_the_log_counts_bytes_since_its_last_checkpoint(tmp_path):
+    from pmmc_ray.core.messages import ReplicaDecided, ReplicaSnapshot
+
+    p = storage_path(tmp_path, "replica-0")
+    log = RecordLog.create(p, "a" * 32)
+    log.append([ReplicaDecided(())] * 3)
+    before = log.bytes_since_checkpoint
+    assert before > 0 and log.checkpoint_bytes == 0
+    log.append([ReplicaSnapshot(3, (), b"x" * 1000, (), "d")])
+    assert log.checkpoint_bytes > 1000 and log.bytes_since_checkpoint == 0
+    log.append([ReplicaDecided(())])
+    again = RecordLog.open(p)
+    again.load()
+    assert (again.checkpoint_bytes, again.bytes_since_checkpoint) == (
+        log.checkpoint_bytes,
+        log.bytes_since_checkpoint,
+    )
