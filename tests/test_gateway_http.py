@@ -128,6 +128,8 @@ MALFORMED = [
     ("/v1/put", {"key": "a", "value": VALUE}, 400, "bad_request", "value is 1048577 bytes"),
     ("/v1/append", {"key": "a", "value": VALUE}, 400, "bad_request", "the limit is"),
     ("/v1/cas", {"key": "a", "expected": VALUE, "new": "v"}, 400, "bad_request", "limit"),
+    ("/v1/put", b'{"key": "a\\ud800", "value": "v"}', 400, "bad_request", "lone surrogate"),
+    ("/v1/cas", b'{"key": "a", "expected": null, "new": "\\udfff"}', 400, "bad_request", "lone"),
     ("/v1/put", NESTED, 400, "bad_request", "not valid JSON"),
     ("/v1/put", b'{"key": "a", "value": ' + b"9" * 5000 + b"}", 400, "bad_request", "JSON"),
     ("/v1/frobnicate", {"key": "a"}, 404, "unknown_op", "unknown operation 'frobnicate'"),
