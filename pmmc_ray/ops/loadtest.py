@@ -42,7 +42,7 @@ import psutil
 
 from .loadgen import KEY_DISTRIBUTIONS, MIXES, check_histories, read_locust_stats
 
-__all__ = ["LoadTestPlan", "default_loadtest_dir", "run_loadtest"]
+__all__ = ["LoadTestPlan", "default_loadtest_dir", "free_port", "run_loadtest"]
 
 CLIENT_KINDS = ("http", "native")
 SHAPES = ("step", "spike")
@@ -109,7 +109,8 @@ class LoadTestPlan:
             )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -177,7 +178,7 @@ def locust_commands(
         main.append(f"--host={host}")
     worker_args: list[str] = []
     if plan.workers:
-        port = _free_port()
+        port = free_port()
         main += [
             "--master",
             f"--master-bind-host={master_host}",
@@ -420,8 +421,15 @@ def run_loadtest(
         summary["worker_exit_codes"] = codes
         summary["cpu"] = cpu
         summary["locust"] = _locust_totals(out, run_id)
-        master_log = main_log.read_text(errors="replace")
-        summary["history_complete"] = "no complete history from worker" not in master_log
+        # kvload.py writes it when the test stops: complete only if every worker known
+        # during the run delivered all of its operations (and nothing of another run
+        # came in). No file (Locust died first): not complete either.
+        meta_file = out / f"history-{run_id}.meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+        summary["history_meta"] = meta
+        summary["history_complete"] = bool(
+            meta and meta.get("run") == run_id and meta.get("complete") is True
+        )
         hist = out / f"history-{run_id}.jsonl"
         summary["history_file"] = str(hist)
         if plan.check:
