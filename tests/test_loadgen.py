@@ -301,3 +301,36 @@ def test_one_machine_is_checked_on_the_monotonic_clock(tmp_path):
     assert check_histories([h2])["clock"] == "wall"
     with pytest.raises(ValueError, match="one boot of one machine"):
         check_histories([h2], clock="monotonic")
+
+
+def test_the_cpu_meter_counts_sampled_and_child_locust_processes(monkeypatch):
+    from pmmc_ray.ops.loadtest import _CpuMeter
+
+    cpu = {1: 0.0, 2: 0.0, 3: 0.0}  # 1: a Ray-placed worker, 2: its sidecar, 3: our sidecar
+    children = [0.0]
+    monkeypatch.setattr(_CpuMeter, "_cpu", staticmethod(lambda pid: cpu[pid]))
+    monkeypatch.setattr(_CpuMeter, "_children", staticmethod(lambda: children[0]))
+    m = _CpuMeter()
+    m.start()
+    m.add("locust", 1)
+    m.add("sidecars", 2)
+    m.add("sidecars", 3, in_children=True)
+    cpu.update({1: 4.0, 2: 2.0, 3: 1.0})
+    children[0] = 6.0  # our Locust processes: 5 s, plus 1 s of their reaped sidecar
+    used = m.stop()["cpu_s"]
+    assert used["locust"] == 9.0  # 4 sampled + (6 - 1) from RUSAGE_CHILDREN
+    assert used["sidecars"] == 3.0
+
+
+def test_stop_locust_kills_every_process_left():
+    import subprocess
+
+    from pmmc_ray.ops.loadtest import _stop_locust
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)
+    ]
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    _stop_locust([*procs, done], [])
+    assert all(p.poll() is not None for p in procs)
