@@ -91,7 +91,8 @@ class Rejected(Exception):
 
 
 class Unavailable(Exception):
-    """Nothing was sent: no replica answers. Safe to retry after ``retry_after_s``."""
+    """Nothing was sent: no replica answers, or the gateway's client could not open its
+    session. Safe to retry after ``retry_after_s``."""
 
     code = "unavailable"
 
@@ -107,7 +108,8 @@ class Overloaded(Unavailable):
 
 
 class OutcomeUnknown(Exception):
-    """Sent, but no replica confirmed it before the deadline: it may or may not apply."""
+    """Sent, but not confirmed (the deadline passed, or the replicas had evicted the
+    session of the gateway's client): it may or may not have been applied."""
 
 
 class Backend(Protocol):
