@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,14 +36,9 @@ import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
 from pmmc_ray.gateway.server import GatewaySettings, start_gateways, stop_gateways  # noqa: E402
+from pmmc_ray.ops.loadtest import free_port  # noqa: E402
 from pmmc_ray.runtime import deploy  # noqa: E402
 from pmmc_ray.runtime.deployment import start_local_ray, stop_ray  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu(pids: list[int]) -> float:
@@ -219,19 +213,20 @@ def main() -> int:
     args = p.parse_args()
     ns = f"overhead-{os.getpid()}"
     start_local_ray(ns, 2)
+    data_dir = tempfile.mkdtemp(prefix="pmmc-overhead-")
+    dep = None
+    serve_url = None
     try:
-        data_dir = tempfile.mkdtemp(prefix="pmmc-overhead-")
         dep = deploy({"namespace": ns, "data_dir": data_dir})
         (gw,) = start_gateways(ns, GatewaySettings(port=0))
-        serve_url = None
         app = _serve_app(ns)
         if app is not None:
             from ray import serve
 
-            port = _free_port()
+            port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(app, name="kv", route_prefix="/")
             serve_url = f"http://127.0.0.1:{port}"
+            serve.run(app, name="kv", route_prefix="/")
         res = asyncio.run(_measure(args, dep, gw, serve_url))
         res["when"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         res["load_average"] = os.getloadavg()
@@ -250,15 +245,19 @@ def main() -> int:
             )
         )
         print(f"wrote {out}")
-        if serve_url:
-            from ray import serve
-
-            serve.shutdown()
-        stop_gateways(ns)
-        dep.shutdown()
-        shutil.rmtree(data_dir, ignore_errors=True)
     finally:
-        stop_ray()
+        # Whatever happened: Serve, the gateway, the deployment and its data, then Ray.
+        try:
+            if serve_url:
+                from ray import serve
+
+                serve.shutdown()
+            stop_gateways(ns)
+            if dep is not None:
+                dep.shutdown(delete_data=True)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            stop_ray()
     return 0
 
 

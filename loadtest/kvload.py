@@ -17,15 +17,20 @@ Command-line options (all processes get the master's values when it spawns users
   --kv-op-timeout S      seconds before a native operation's outcome is unknown (10)
 
 History. Every user records each operation it sends (call and return times from
-``time.time()``, the operation, its result, or "unknown") in a per-process
-:class:`pmmc_ray.ops.loadgen.HistoryLog`. A standalone Locust writes it to
-``<history dir>/history-<run id>.jsonl``. In distributed mode the workers stream it
-to the master (custom messages ``pmmc_history``); when the test stops, the master
-asks every worker to stop its users and send the rest (``pmmc_history_flush``,
-answered by ``pmmc_history_done``) before the workers quit, so the file on the master
-holds every operation of every worker. Check it with
-``pmmc-ray lincheck <file> --format jsonl`` (or ``pmmc-ray loadtest --check FILE``,
-which can widen intervals by a clock-skew bound for workers on several machines).
+``time.time()`` and ``time.monotonic()``, the operation, its result, or "unknown") in
+a per-process :class:`pmmc_ray.ops.loadgen.HistoryLog`; what an answer means for it
+is :func:`~pmmc_ray.ops.loadgen.http_outcome` / ``sidecar_outcome``. A standalone
+Locust writes it to ``<history dir>/history-<run id>.jsonl``. In distributed mode the
+workers stream it to the master (custom messages ``pmmc_history``), which writes the
+lines of its own run id to the file of that id and drops any other. When the test
+stops, the master asks every worker it has known during the run to stop its users and
+send the rest (``pmmc_history_flush``, answered by ``pmmc_history_done``) before the
+workers quit. ``history-<run id>.meta.json`` then says whether the file holds every
+operation of every worker (``complete``); if not (a worker went missing, or lines of
+another run arrived), the check cannot be trusted, and Locust exits with status 1.
+Check it with ``pmmc-ray loadtest --check FILE`` (monotonic times when every record
+comes from one machine; ``--clock-skew-ms`` widens wall-clock intervals for workers on
+several machines) or ``pmmc-ray lincheck <file> --format jsonl`` (wall-clock times).
 """
 
 from __future__ import annotations
@@ -45,16 +50,32 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from pmmc_ray.gateway.schema import body_of, result_of  # noqa: F401 (re-exported)
-from pmmc_ray.ops.loadgen import MIXES, HistoryLog, KeyChooser, OpGenerator
+from pmmc_ray.ops.loadgen import (
+    DISCARDED,
+    MIXES,
+    RETURNED,
+    UNKNOWN,
+    HistoryLog,
+    KeyChooser,
+    OpGenerator,
+)
 from pmmc_ray.ops.sidecar_client import SidecarProcess
 
 log = logging.getLogger("pmmc_ray.loadtest")
 
 HISTORY = HistoryLog()
 _HOST = socket.gethostname()
-_state: dict[str, Any] = {"run_id": None, "users": 0, "flusher": None, "sidecar": None}
+_state: dict[str, Any] = {
+    "run_id": None,
+    "users": 0,
+    "flusher": None,
+    "sidecar": None,
+    "sidecar_error": None,
+    "dropped": 0,  # master: lines of another run (the history may lack some of this one)
+}
 _sidecar_lock = Semaphore()
 _done_workers: set[str] = set()
+_known_workers: set[str] = set()  # master: every worker connected during this run
 
 
 @events.init_command_line_parser.add_listener
@@ -87,6 +108,16 @@ def history_path(environment: Any, run_id: str) -> Path:
     return d / f"history-{run_id}.jsonl"
 
 
+def _write_meta(environment: Any, complete: bool, **details: Any) -> None:
+    """``history-<run id>.meta.json``: whether the history holds every operation."""
+    run_id = _state["run_id"]
+    path = history_path(environment, run_id).with_suffix(".meta.json")
+    meta = {"run": run_id, "complete": complete, "boot": HISTORY.boot, **details}
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    if not complete:
+        environment.process_exit_code = 1  # an unsound check must not pass
+
+
 def _append(path: Path, lines: list[str]) -> None:
     if lines:
         with path.open("a", encoding="utf-8") as f:
@@ -108,7 +139,11 @@ def _test_start(environment: Any, **_: Any) -> None:
             opts.kv_run_id = f"r{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         log.info("pmmc-ray run %s: history in %s", opts.kv_run_id, opts.kv_history_dir)
     _state["run_id"] = opts.kv_run_id
+    _state["dropped"] = 0
     _done_workers.clear()
+    if isinstance(environment.runner, MasterRunner):
+        _known_workers.clear()
+        _known_workers.update(c.id for c in environment.runner.clients.all)
     if not isinstance(environment.runner, MasterRunner) and _state["flusher"] is None:
         _state["flusher"] = gevent.spawn(_flush_loop, environment)
 
@@ -136,22 +171,38 @@ def _test_stop(environment: Any, **_: Any) -> None:
         _collect_from_workers(environment)
     elif not isinstance(runner, WorkerRunner):
         _ship(environment, HISTORY.drain(final=True))
+        _write_meta(environment, True, workers=[], missing=[], dropped_lines=0)
 
 
 def _collect_from_workers(environment: Any, timeout_s: float = 60.0) -> None:
-    """On the master: have every worker stop its users and send the rest."""
+    """On the master: have every worker stop its users and send the rest.
+
+    Every worker known during the run counts, also one that went missing or left: its
+    operations may be in the history only in part, and a partial history can hide a
+    violation or show one that did not happen (an operation whose effect others saw
+    may be absent).
+    """
     runner = environment.runner
-    workers = {c.id for c in runner.clients.all if c.state != "missing"}
-    for wid in workers:
+    workers = set(_known_workers) | {c.id for c in runner.clients.all}
+    # Only those still heard from can answer; the others are missing already.
+    present = {c.id for c in runner.clients.all if c.state != "missing"}
+    for wid in sorted(present):
         runner.send_message("pmmc_history_flush", {"run": _state["run_id"]}, wid)
     deadline = time.monotonic() + timeout_s
-    while not workers <= _done_workers and time.monotonic() < deadline:
+    while not present <= _done_workers and time.monotonic() < deadline:
         gevent.sleep(0.1)
-    missing = workers - _done_workers
+    missing = sorted(workers - _done_workers)
+    dropped = _state["dropped"]
+    complete = not missing and not dropped
     if missing:
         log.error("no complete history from worker(s) %s: the check will be unsound", missing)
-    else:
+    if dropped:
+        log.error("%d history line(s) of another run dropped: the check will be unsound", dropped)
+    if complete:
         log.info("history of run %s complete from %d worker(s)", _state["run_id"], len(workers))
+    _write_meta(
+        environment, complete, workers=sorted(workers), missing=missing, dropped_lines=dropped
+    )
 
 
 @events.init.add_listener
@@ -159,15 +210,29 @@ def _init(environment: Any, **_: Any) -> None:
     runner = environment.runner
     if isinstance(runner, MasterRunner):
 
+        def ours(msg: Any) -> bool:
+            """Lines of this run go to its file; others are dropped (and counted)."""
+            run = _state["run_id"]
+            if run is not None and msg.data["run"] == run:
+                _append(history_path(environment, run), msg.data["lines"])
+                return True
+            _state["dropped"] += len(msg.data["lines"])
+            log.warning("dropped history lines of run %s from %s", msg.data["run"], msg.node_id)
+            return False
+
         def on_history(environment: Any, msg: Any) -> None:
-            _append(history_path(environment, msg.data["run"]), msg.data["lines"])
+            ours(msg)
 
         def on_done(environment: Any, msg: Any) -> None:
-            _append(history_path(environment, msg.data["run"]), msg.data["lines"])
-            _done_workers.add(msg.node_id)
+            if ours(msg):
+                _done_workers.add(msg.node_id)
+
+        def on_connect(client_id: str, **_: Any) -> None:
+            _known_workers.add(client_id)
 
         runner.register_message("pmmc_history", on_history)
         runner.register_message("pmmc_history_done", on_done)
+        environment.events.worker_connect.add_listener(on_connect)
     elif isinstance(runner, WorkerRunner):
 
         def on_flush(environment: Any, msg: Any) -> None:
@@ -249,10 +314,24 @@ class KVUserState:
     def lost_track(self) -> None:
         self.incarnation += 1
 
+    def settle(self, entry: Any, op: tuple, outcome: str, result: Any = None) -> None:
+        """Record how ``op`` ended (an outcome of :mod:`pmmc_ray.ops.loadgen`)."""
+        HISTORY.settle(entry, outcome, result)
+        if outcome == RETURNED:
+            self.gen.observe(op, result)
+        elif outcome == UNKNOWN:
+            # Its effect may still come at any later time: go on as a new client.
+            self.lost_track()
+        else:
+            assert outcome == DISCARDED
+
 
 def sidecar(environment: Any) -> SidecarProcess:
-    """This process's sidecar (started by the first native user that needs it)."""
+    """This process's sidecar (started by the first native user that needs it). If it
+    could not start, every later call raises at once: one attempt per process."""
     with _sidecar_lock:
+        if _state["sidecar_error"] is not None:
+            raise RuntimeError(f"the sidecar could not start: {_state['sidecar_error']}")
         sc = _state.get("sidecar")
         if sc is None:
             opts = options(environment)
@@ -263,7 +342,11 @@ def sidecar(environment: Any) -> SidecarProcess:
                 op_timeout_s=opts.kv_op_timeout,
                 log_path=logdir / f"sidecar-{_HOST}-{os.getpid()}.log",
             )
-            sc.start()
+            try:
+                sc.start()
+            except Exception as e:
+                _state["sidecar_error"] = f"{type(e).__name__}: {e}"
+                raise
             _state["sidecar"] = sc
         return sc
 

@@ -17,6 +17,8 @@ import time
 from kvload import HISTORY, KVUserState, body_of, result_of, short
 from locust import FastHttpUser, task
 
+from pmmc_ray.ops.loadgen import RETURNED, UNKNOWN, http_outcome
+
 
 class HttpKVUser(FastHttpUser):
     """One client of the store, through the HTTP gateway."""
@@ -37,27 +39,22 @@ class HttpKVUser(FastHttpUser):
         with self.client.post(
             f"/v1/{name}", json=body_of(op), name=name, catch_response=True
         ) as resp:
-            code = resp.status_code
+            code = resp.status_code or None  # 0: no HTTP answer at all
             data = None
             try:
                 data = resp.json() if resp.content else None
             except ValueError:
                 pass
-            error = data.get("error") if isinstance(data, dict) else None
-            if code == 200 or (code == 404 and name == "get" and error == "not_found"):
-                result = None if code == 404 else result_of(op, data)
-                HISTORY.returned(entry, result)
-                self.kv.gen.observe(op, result)
+            outcome = http_outcome(name, code, data)
+            result = None
+            if outcome == RETURNED and code == 200:
+                result = result_of(op, data)
+            self.kv.settle(entry, op, outcome, result)
+            if outcome == RETURNED:
                 resp.success()
-            elif code in (400, 404, 405, 409, 413, 503):
-                # Refused before anything changed (malformed, unknown op, rejected by
-                # the state machine, or not sent because no replica answers).
-                HISTORY.discard(entry)
-                resp.failure(f"{code} {error}: {short(data)}")
             else:
-                # 504 outcome_unknown, another 5xx, or no HTTP answer at all.
-                HISTORY.unknown(entry)
-                self.kv.lost_track()
-                resp.failure(f"{code} {error or 'no answer'}: outcome unknown")
+                error = data.get("error") if isinstance(data, dict) else None
+                what = "outcome unknown" if outcome == UNKNOWN else "changed nothing"
+                resp.failure(f"{code} {error or 'no answer'} ({what}): {short(data)}")
         if self.kv.think_s:
             time.sleep(self.kv.think_s)

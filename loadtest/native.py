@@ -14,9 +14,13 @@ Load both kinds of users with ``-f loadtest/locustfile.py,loadtest/native.py``.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from kvload import HISTORY, KVUserState, short, sidecar
 from locust import User, task
+
+from pmmc_ray.ops.loadgen import DISCARDED, RETURNED, UNKNOWN, sidecar_outcome
+from pmmc_ray.ops.sidecar_client import NotSent, SidecarConnection
 
 
 class NativeKVUser(User):
@@ -24,44 +28,48 @@ class NativeKVUser(User):
 
     def on_start(self) -> None:
         self.kv = KVUserState(self.environment)
-        self.conn = sidecar(self.environment).connect()
+        self.conn: SidecarConnection | None = sidecar(self.environment).connect()
 
     def on_stop(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
     @task
     def operation(self) -> None:
         op = self.kv.next_op()
-        name = op[0]
         entry = HISTORY.begin(self.kv.client, op)
         start = time.perf_counter()
-        exc: Exception | None = None
-        try:
-            answer = self.conn.execute(op)
-        except (OSError, ValueError) as e:  # no answer: the outcome is unknown
-            HISTORY.unknown(entry)
-            self.kv.lost_track()
-            self.conn.close()
-            self.conn = sidecar(self.environment).connect()
-            answer, exc = None, RuntimeError(f"no answer from the sidecar: {e}")
-        if answer is not None:
-            if answer["ok"]:
-                HISTORY.returned(entry, answer["result"])
-                self.kv.gen.observe(op, answer["result"])
-            elif answer["kind"] == "unknown":
-                HISTORY.unknown(entry)
-                self.kv.lost_track()
-                exc = RuntimeError(f"outcome unknown: {short(answer['message'])}")
-            else:  # invalid or rejected: nothing changed
-                HISTORY.discard(entry)
-                exc = RuntimeError(f"{answer['kind']}: {short(answer['message'])}")
+        outcome, result, why = self._send(op)
+        self.kv.settle(entry, op, outcome, result)
         self.environment.events.request.fire(
             request_type="native",
-            name=name,
+            name=op[0],
             response_time=(time.perf_counter() - start) * 1000.0,
             response_length=0,
-            exception=exc,
+            exception=None if outcome == RETURNED else RuntimeError(why),
             context={},
         )
         if self.kv.think_s:
             time.sleep(self.kv.think_s)
+
+    def _send(self, op: tuple) -> tuple[str, Any, str]:
+        """(outcome, result, what went wrong) of one operation through the sidecar."""
+        if self.conn is None:
+            try:
+                self.conn = sidecar(self.environment).connect()
+            except (OSError, RuntimeError) as e:
+                time.sleep(1.0)  # the sidecar is gone: do not spin
+                return DISCARDED, None, f"no connection to the sidecar: {e}"
+        try:
+            answer = self.conn.execute(op)
+        except (OSError, ValueError) as e:
+            self.conn.close()  # never used again: the next operation reconnects
+            self.conn = None
+            if isinstance(e, NotSent):
+                return DISCARDED, None, str(e)
+            return UNKNOWN, None, f"no answer from the sidecar: {e}"
+        outcome = sidecar_outcome(answer)
+        if outcome == RETURNED:
+            return outcome, answer["result"], ""
+        what = "outcome unknown" if outcome == UNKNOWN else "changed nothing"
+        return outcome, None, f"{answer.get('kind')} ({what}): {short(answer.get('message'))}"

@@ -7,15 +7,23 @@ import json
 import sys
 from typing import Any
 
+from .gateway.schema import DEFAULT_MAX_BODY_BYTES, ESCAPED_MAX_BODY_BYTES
+
 
 def add_gateway_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """``--host/--port/...`` (or ``--gateway-host/...`` with ``prefix="gateway-"``)."""
     p.add_argument(
         f"--{prefix}host",
         default="127.0.0.1",
-        help="address to bind on every node (default 127.0.0.1; 0.0.0.0 exposes it)",
+        help=(
+            "address to bind on every node: 127.0.0.1 (default; this node's programs only), "
+            "'node' (each node's own address) or 0.0.0.0 (every interface); a specific IP "
+            "exists on one node only"
+        ),
     )
-    p.add_argument(f"--{prefix}port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        f"--{prefix}port", type=int, default=8080, help="port, the same on every node (8080)"
+    )
     p.add_argument(
         f"--{prefix}max-clients",
         type=int,
@@ -28,6 +36,35 @@ def add_gateway_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
         default=10.0,
         help="seconds before an operation's outcome is unknown (HTTP 504; default 10)",
     )
+    p.add_argument(
+        f"--{prefix}max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=(
+            f"largest request body (default {DEFAULT_MAX_BODY_BYTES}: a full-size cas sent as "
+            f"UTF-8; {ESCAPED_MAX_BODY_BYTES} admits every legal operation however escaped)"
+        ),
+    )
+    p.add_argument(
+        f"--{prefix}allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "a host name clients use to reach the gateway, besides loopback names and the "
+            "bind address (repeatable; '*': any). Other Host headers are refused (403)"
+        ),
+    )
+    p.add_argument(
+        f"--{prefix}allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help=(
+            "a web page origin (e.g. https://app.example) allowed to use the gateway "
+            "(repeatable; '*': any). By default every request of a web page is refused (403)"
+        ),
+    )
 
 
 def settings_from(args: argparse.Namespace, prefix: str = "") -> Any:
@@ -39,6 +76,9 @@ def settings_from(args: argparse.Namespace, prefix: str = "") -> Any:
         port=getattr(args, f"{p}port"),
         max_clients=getattr(args, f"{p}max_clients"),
         op_timeout_s=getattr(args, f"{p}op_timeout"),
+        max_body_bytes=getattr(args, f"{p}max_body_bytes"),
+        allow_hosts=tuple(getattr(args, f"{p}allow_host")),
+        allow_origins=tuple(getattr(args, f"{p}allow_origin")),
     )
 
 
@@ -77,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except (ValueError, TypeError) as e:
         return _err(str(e))
-    from .gateway.server import ensure_ray, list_gateways, start_gateways, stop_gateways
+    from .gateway.server import gateway_namespace, list_gateways, start_gateways, stop_gateways
+    from .runtime.deployment import _ensure_ray
 
     try:
         if args.action == "start":
@@ -87,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print_gateways(infos)
             return 0
-        ensure_ray(args.address)
+        _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
         if args.action == "stop":
             n = stop_gateways(args.namespace)
             print(f"stopped {n} gateway(s) of {args.namespace}")

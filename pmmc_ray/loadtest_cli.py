@@ -183,7 +183,11 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     if "linearizability" in s:
         lines.append(_verdict_line(s["linearizability"]))
     if not s.get("history_complete", True):
-        lines.append("history INCOMPLETE: a worker did not deliver all of its operations")
+        lines.append(
+            f"history INCOMPLETE (see history-{s.get('run_id')}.meta.json): a worker did not "
+            "deliver all of its operations, or lines of another run came in; the verdict "
+            "cannot be trusted"
+        )
     if "replicas_agree" in s:
         lines.append(f"replicas agree: {s['replicas_agree']}")
     d = s["results_dir"]

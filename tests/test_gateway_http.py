@@ -15,6 +15,8 @@ from pmmc_ray.app import KVStore
 from pmmc_ray.app.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from pmmc_ray.gateway.http import (
     DEFAULT_MAX_BODY_BYTES,
+    ESCAPED_MAX_BODY_BYTES,
+    AccessPolicy,
     OutcomeUnknown,
     Overloaded,
     Rejected,
@@ -49,14 +51,17 @@ class FakeBackend:
         return {"fake": True}
 
 
-def call(backend: FakeBackend, method: str, path: str, **kw: Any) -> tuple[int, Any, dict]:
-    """One request against a fresh server; (status, JSON body, headers)."""
+def call(
+    backend: FakeBackend, method: str, path: str, app_kw: dict | None = None, **kw: Any
+) -> tuple[int, Any, dict]:
+    """One request against a fresh server (``make_app(backend, **app_kw)``); (status,
+    JSON body or None, headers)."""
 
     async def go() -> tuple[int, Any, dict]:
-        async with TestClient(TestServer(make_app(backend))) as client:
+        async with TestClient(TestServer(make_app(backend, **(app_kw or {})))) as client:
             resp = await client.request(method, path, **kw)
             text = await resp.text()
-            return resp.status, json.loads(text), dict(resp.headers)
+            return resp.status, json.loads(text) if text else None, dict(resp.headers)
 
     return asyncio.run(go())
 
@@ -128,6 +133,8 @@ MALFORMED = [
     ("/v1/put", {"key": "a", "value": VALUE}, 400, "bad_request", "value is 1048577 bytes"),
     ("/v1/append", {"key": "a", "value": VALUE}, 400, "bad_request", "the limit is"),
     ("/v1/cas", {"key": "a", "expected": VALUE, "new": "v"}, 400, "bad_request", "limit"),
+    ("/v1/put", b'{"key": "a\\ud800", "value": "v"}', 400, "bad_request", "lone surrogate"),
+    ("/v1/cas", b'{"key": "a", "expected": null, "new": "\\udfff"}', 400, "bad_request", "lone"),
     ("/v1/put", NESTED, 400, "bad_request", "not valid JSON"),
     ("/v1/put", b'{"key": "a", "value": ' + b"9" * 5000 + b"}", 400, "bad_request", "JSON"),
     ("/v1/frobnicate", {"key": "a"}, 404, "unknown_op", "unknown operation 'frobnicate'"),
@@ -181,14 +188,40 @@ def test_the_largest_legal_cas_fits_under_the_body_cap():
     assert status == 200
 
 
-def test_wrong_method_is_405_with_allow():
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("GET", "/v1/put", "POST"),
+        ("GET", "/v1/execute", "POST"),
+        ("POST", "/v1/health", "GET,HEAD"),
+        ("POST", "/v1/status", "GET,HEAD"),
+        ("DELETE", "/v1/health", "GET,HEAD"),
+        ("PUT", "/v1/status", "GET,HEAD"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(method, path, allow):
     b = FakeBackend()
-    status, data, headers = call(b, "GET", "/v1/put")
-    assert (status, data["error"]) == (405, "method_not_allowed")
-    assert headers["Allow"] == "POST"
-    status, data, _ = call(b, "DELETE", "/v1/health")
-    assert status == 405
+    status, data, headers = call(b, method, path, data=b'{"key": "a"}')
+    assert (status, data["error"]) == (405, "method_not_allowed"), data
+    assert headers["Allow"] == allow
     assert b.calls == []
+
+
+def test_a_legal_put_needs_the_escaped_cap_when_every_character_is_escaped():
+    # 1 MiB of control characters is a legal value; JSON writes each as \u0001 (6 bytes).
+    value = "\x01" * MAX_VALUE_BYTES
+    body = json.dumps({"key": "k", "value": value}).encode()
+    assert DEFAULT_MAX_BODY_BYTES < len(body) < ESCAPED_MAX_BODY_BYTES
+    b = FakeBackend()
+    assert post(b, "/v1/put", body)[0] == 413
+    status, _, _ = post(b, "/v1/put", body, app_kw={"max_body_bytes": ESCAPED_MAX_BODY_BYTES})
+    assert status == 200 and b.app.data["k"] == value
+
+
+def test_the_escaped_cap_holds_the_worst_legal_cas():
+    worst = "\x01" * MAX_VALUE_BYTES
+    body = json.dumps({"key": "\x01" * MAX_KEY_BYTES, "expected": worst, "new": worst})
+    assert len(body) <= ESCAPED_MAX_BODY_BYTES
 
 
 @pytest.mark.parametrize(
@@ -228,6 +261,103 @@ def test_health_and_status():
     assert (status, data["status"], headers["Retry-After"]) == (503, "unavailable", "1")
     status, data, _ = call(b, "GET", "/v1/status")
     assert status == 200 and data["fake"] is True and data["in_flight"] == 0
+
+
+# --- requests of web pages (CSRF, DNS rebinding) --------------------------------------
+
+PUT = json.dumps({"key": "a", "value": "1"}).encode()
+
+
+@pytest.mark.parametrize(
+    "headers,words",
+    [
+        # The reviewer's request: a page on evil.example rebound to 127.0.0.1.
+        (
+            {
+                "Content-Type": "text/plain",
+                "Origin": "http://evil.example",
+                "Host": "evil.example:8080",
+            },
+            "Origin 'http://evil.example'",
+        ),
+        ({"Origin": "http://evil.example"}, "requests from web pages are refused"),
+        ({"Origin": "null"}, "requests from web pages are refused"),
+        ({"Sec-Fetch-Site": "cross-site"}, "Sec-Fetch-Site 'cross-site'"),
+        ({"Sec-Fetch-Site": "same-origin"}, "requests from web pages are refused"),
+        ({"Host": "evil.example:8080"}, "DNS rebinding"),
+        ({"Host": "evil.example"}, "DNS rebinding"),
+        ({"Host": "127.0.0.1.evil.example"}, "DNS rebinding"),
+        ({"Host": "localhost:80x"}, "DNS rebinding"),
+        ({"Host": "[::1"}, "DNS rebinding"),
+    ],
+)
+def test_a_request_from_a_web_page_is_forbidden_and_reaches_nothing(headers, words):
+    b = FakeBackend()
+    for method, path in (("POST", "/v1/put"), ("GET", "/v1/status"), ("GET", "/v1/health")):
+        status, data, _ = call(
+            b, method, path, data=PUT if method == "POST" else None, headers=headers
+        )
+        assert (status, data["error"]) == (403, "forbidden"), data
+        assert words in data["message"]
+    assert b.calls == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # what curl, Locust and the Python clients send (Host: 127.0.0.1:port)
+        {"Host": "localhost"},
+        {"Host": "LOCALHOST:8080"},
+        {"Host": "localhost.:8080"},
+        {"Host": "127.0.0.1"},
+        {"Host": "[::1]:8080"},
+        {"Sec-Fetch-Site": "none"},  # the user typed the address into the browser
+    ],
+)
+def test_programs_on_this_host_are_served(headers):
+    b = FakeBackend()
+    status, data, _ = call(b, "POST", "/v1/put", data=PUT, headers=headers)
+    assert (status, data) == (200, {"ok": True})
+
+
+def test_the_bind_address_and_allowed_hosts_are_served():
+    policy = AccessPolicy(bind_host="10.1.2.3", allowed_hosts=("gw.internal", "[fd00::5]"))
+    for host in ("10.1.2.3:8080", "gw.internal", "GW.internal:9", "[fd00::5]:80"):
+        b = FakeBackend()
+        status, _, _ = call(
+            b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers={"Host": host}
+        )
+        assert status == 200, host
+    status, _, _ = call(
+        b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers={"Host": "10.1.2.4"}
+    )
+    assert status == 403
+    wildcard = AccessPolicy(bind_host="0.0.0.0", allowed_hosts=("*",))
+    status, _, _ = call(
+        b, "POST", "/v1/put", {"policy": wildcard}, data=PUT, headers={"Host": "any.example"}
+    )
+    assert status == 200
+
+
+def test_an_allowed_origin_is_served_with_cors_headers():
+    policy = AccessPolicy(allowed_origins=("https://app.example",))
+    b = FakeBackend()
+    ok = {"Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"}
+    status, data, headers = call(b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers=ok)
+    assert (status, data) == (200, {"ok": True})
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    pre = {
+        **ok,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    status, _, headers = call(b, "OPTIONS", "/v1/put", {"policy": policy}, headers=pre)
+    assert status == 204 and "POST" in headers["Access-Control-Allow-Methods"]
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = {"Origin": "https://other.example"}
+    status, _, headers = call(b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers=other)
+    assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    assert b.calls == [("put", "a", "1")]
 
 
 def test_schema_round_trip():

@@ -67,3 +67,35 @@ def test_snapshot_round_trip_is_deterministic():
     c = KVStore()
     c.restore(a.snapshot())
     assert c.data == a.data
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ("get", "a\ud800"),
+        ("put", "a", "\udfff"),
+        ("append", "a", "x\ud800y"),
+        ("cas", "a", "\ud800", "v"),
+        ("cas", "a", None, "v\udc00"),
+    ],
+)
+def test_a_lone_surrogate_is_not_text_and_is_rejected(op):
+    # JSON can carry one ("\ud800") but it has no UTF-8 form: validate(), which every
+    # client path and the replica run before proposing, refuses it.
+    with pytest.raises(InvalidOperation, match="lone surrogate"):
+        KVStore().validate(op)
+
+
+def test_a_lone_surrogate_already_in_an_old_log_replays_as_before():
+    # Logs written before the check may hold one: apply() must not change its verdict.
+    kv = KVStore()
+    kv.apply(("put", "a", "x\ud800"))
+    kv.apply(("append", "a", "y"))
+    assert kv.data == {"a": "x\ud800y"}
+
+
+def test_a_valid_surrogate_pair_is_text():
+    kv = KVStore()
+    kv.validate(("put", "a", "\U0001f600"))  # one character, four UTF-8 bytes
+    kv.apply(("put", "a", "\U0001f600"))
+    assert kv.apply(("get", "a")) == "\U0001f600"

@@ -12,13 +12,18 @@ import pytest
 
 from pmmc_ray.app import KVStore
 from pmmc_ray.ops.loadgen import (
+    DISCARDED,
     MIXES,
+    RETURNED,
+    UNKNOWN,
     HistoryLog,
     KeyChooser,
     OpGenerator,
     check_histories,
+    http_outcome,
     load_histories,
     read_locust_stats,
+    sidecar_outcome,
 )
 
 
@@ -127,7 +132,8 @@ def test_clock_skew_widening_keeps_the_check_sound(tmp_path):
     )
     assert check_histories([h])["verdict"] == "not_linearizable"  # a false alarm
     assert check_histories([h], skew_s=0.005)["verdict"] == "linearizable"
-    ops = load_histories([h], skew_s=0.005)
+    ops, clock = load_histories([h], skew_s=0.005)
+    assert clock == "wall"  # no monotonic times in these records
     assert ops[0].call == pytest.approx(0.995) and ops[0].ret == pytest.approx(1.007)
 
 
@@ -206,3 +212,125 @@ def test_locust_command_lines_for_a_master_and_its_workers(tmp_path):
     for args in (c.main, c.worker_args):
         assert "--kv-run-id=r1" in args and "--kv-ray-address=10.0.0.5:6379" in args
         assert args[-2:] == ["HttpKVUser", "NativeKVUser"]
+
+
+@pytest.mark.parametrize(
+    "name,status,answer,outcome",
+    [
+        ("put", 200, {"ok": True}, RETURNED),
+        ("get", 404, {"error": "not_found", "value": None}, RETURNED),
+        ("put", 400, {"error": "bad_request"}, DISCARDED),
+        ("put", 403, {"error": "forbidden"}, DISCARDED),
+        ("put", 404, {"error": "unknown_op"}, DISCARDED),
+        ("put", 405, {"error": "method_not_allowed"}, DISCARDED),
+        ("append", 409, {"error": "rejected"}, DISCARDED),
+        ("put", 413, {"error": "body_too_large"}, DISCARDED),
+        ("put", 503, {"error": "unavailable"}, DISCARDED),
+        ("put", 503, {"error": "overloaded"}, DISCARDED),
+        ("put", 504, {"error": "outcome_unknown"}, UNKNOWN),
+        ("put", 500, {"error": "internal"}, UNKNOWN),
+        ("put", 503, None, UNKNOWN),  # not the gateway's 503 (a proxy's?): may have been sent
+        ("put", 404, {"error": "not_found"}, UNKNOWN),  # not an answer to a put
+        ("put", 200, None, UNKNOWN),  # an answer the gateway does not give
+        ("put", None, None, UNKNOWN),  # no answer at all
+    ],
+)
+def test_what_an_http_answer_means_for_the_history(name, status, answer, outcome):
+    assert http_outcome(name, status, answer) == outcome
+    log = HistoryLog()
+    e = log.begin("c", (name, "k", "v") if name != "get" else ("get", "k"))
+    log.settle(e, outcome, None)
+    kept = log.drain(final=True)
+    assert len(kept) == (0 if outcome == DISCARDED else 1)  # 4xx and 503: left out
+    if outcome == UNKNOWN:
+        assert json.loads(kept[0])["return"] is None
+
+
+@pytest.mark.parametrize(
+    "answer,outcome",
+    [
+        ({"ok": True, "result": None}, RETURNED),
+        ({"ok": False, "kind": "invalid"}, DISCARDED),
+        ({"ok": False, "kind": "rejected"}, DISCARDED),
+        ({"ok": False, "kind": "not_sent"}, DISCARDED),
+        ({"ok": False, "kind": "unknown"}, UNKNOWN),
+        ({"ok": False, "kind": "something new"}, UNKNOWN),
+    ],
+)
+def test_what_a_sidecar_answer_means_for_the_history(answer, outcome):
+    assert sidecar_outcome(answer) == outcome
+
+
+def test_records_carry_both_clocks_and_the_machine(monkeypatch):
+    log = HistoryLog()
+    e = log.begin("c", ("put", "k", "v"))
+    log.returned(e, None)
+    (r,) = [json.loads(x) for x in log.drain()]
+    assert r["return_mono"] >= r["call_mono"] and r["return"] >= r["call"]
+    assert r["boot"] == log.boot
+
+
+def _rec(client, call, ret, op, result, mono, boot="b1"):
+    return {
+        "client": client,
+        "call": call,
+        "return": ret,
+        "op": op,
+        "result": result,
+        "call_mono": mono[0],
+        "return_mono": mono[1],
+        "boot": boot,
+    }
+
+
+def test_one_machine_is_checked_on_the_monotonic_clock(tmp_path):
+    # The wall clock was stepped back 10 s between the put and the get (NTP): on wall
+    # times the get seems to return before the put began. The monotonic times, one
+    # clock for every process of the machine, show the real order.
+    records = [
+        _rec("a", 100.0, 100.5, ["put", "k", "1"], None, (5.0, 5.5)),
+        _rec("b", 90.6, 90.7, ["get", "k"], "1", (5.6, 5.7)),
+    ]
+    h = _write(tmp_path / "h.jsonl", records)
+    res = check_histories([h])
+    assert (res["verdict"], res["clock"]) == ("linearizable", "monotonic")
+    assert check_histories([h], clock="wall")["verdict"] == "not_linearizable"
+    # Two machines (two boot ids): their monotonic clocks are unrelated; wall times.
+    records[1]["boot"] = "b2"
+    h2 = _write(tmp_path / "h2.jsonl", records)
+    assert check_histories([h2])["clock"] == "wall"
+    with pytest.raises(ValueError, match="one boot of one machine"):
+        check_histories([h2], clock="monotonic")
+
+
+def test_the_cpu_meter_counts_sampled_and_child_locust_processes(monkeypatch):
+    from pmmc_ray.ops.loadtest import _CpuMeter
+
+    cpu = {1: 0.0, 2: 0.0, 3: 0.0}  # 1: a Ray-placed worker, 2: its sidecar, 3: our sidecar
+    children = [0.0]
+    monkeypatch.setattr(_CpuMeter, "_cpu", staticmethod(lambda pid: cpu[pid]))
+    monkeypatch.setattr(_CpuMeter, "_children", staticmethod(lambda: children[0]))
+    m = _CpuMeter()
+    m.start()
+    m.add("locust", 1)
+    m.add("sidecars", 2)
+    m.add("sidecars", 3, in_children=True)
+    cpu.update({1: 4.0, 2: 2.0, 3: 1.0})
+    children[0] = 6.0  # our Locust processes: 5 s, plus 1 s of their reaped sidecar
+    used = m.stop()["cpu_s"]
+    assert used["locust"] == 9.0  # 4 sampled + (6 - 1) from RUSAGE_CHILDREN
+    assert used["sidecars"] == 3.0
+
+
+def test_stop_locust_kills_every_process_left():
+    import subprocess
+
+    from pmmc_ray.ops.loadtest import _stop_locust
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)
+    ]
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    _stop_locust([*procs, done], [])
+    assert all(p.poll() is not None for p in procs)

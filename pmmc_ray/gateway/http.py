@@ -8,6 +8,9 @@ Theory of operation. Every request is one of:
   application (for applications other than the KV store);
 - ``GET /v1/health`` and ``GET /v1/status``.
 
+Before anything else, a request must not come from a web page (see
+:class:`AccessPolicy`): any other is answered 403 and not even read.
+
 A request is checked completely before anything is sent to the cluster: the body size
 (capped while it is read, so a huge body costs nothing), strict UTF-8, JSON, an object
 with exactly the expected fields of the expected types, then the application's own
@@ -22,6 +25,7 @@ done                                  200     ``{"value": v}`` (get), ``{"ok": t
                                               ``{"swapped": b}`` (cas), ``{"result": r}``
 get of an absent key                  404     ``{"error": "not_found", "value": null}``
 malformed input                       400     ``{"error": "bad_request", "message": m}``
+from a web page, or a foreign Host    403     ``{"error": "forbidden", ...}``
 unknown path (an unknown op)          404     ``{"error": "unknown_op", ...}``
 wrong method                          405     ``{"error": "method_not_allowed", ...}``
 body over the cap                     413     ``{"error": "body_too_large", ...}``
@@ -43,18 +47,21 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from ..app import InvalidOperation
-from ..app.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
-from .schema import KV_FIELDS, NULLABLE
+from .schema import DEFAULT_MAX_BODY_BYTES, ESCAPED_MAX_BODY_BYTES, KV_FIELDS, NULLABLE
 
 __all__ = [
     "API_PREFIX",
     "DEFAULT_MAX_BODY_BYTES",
+    "ESCAPED_MAX_BODY_BYTES",
     "KV_FIELDS",
+    "AccessPolicy",
     "Backend",
     "BadRequest",
     "OutcomeUnknown",
@@ -71,9 +78,8 @@ log = logging.getLogger("pmmc_ray.gateway")
 API_PREFIX = "/v1"
 
 
-#: Room for a cas with a full-size expected and new value plus a full-size key, sent
-#: as plain UTF-8 (JSON escapes such as \\u0001 take six bytes per character).
-DEFAULT_MAX_BODY_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 64 * 1024
+#: Host names a gateway always answers to, with any port (IPv6 without brackets).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class BadRequest(ValueError):
@@ -85,7 +91,8 @@ class Rejected(Exception):
 
 
 class Unavailable(Exception):
-    """Nothing was sent: no replica answers. Safe to retry after ``retry_after_s``."""
+    """Nothing was sent: no replica answers, or the gateway's client could not open its
+    session. Safe to retry after ``retry_after_s``."""
 
     code = "unavailable"
 
@@ -101,7 +108,8 @@ class Overloaded(Unavailable):
 
 
 class OutcomeUnknown(Exception):
-    """Sent, but no replica confirmed it before the deadline: it may or may not apply."""
+    """Sent, but not confirmed (the deadline passed, or the replicas had evicted the
+    session of the gateway's client): it may or may not have been applied."""
 
 
 class Backend(Protocol):
@@ -118,6 +126,89 @@ class Backend(Protocol):
 
     async def status(self) -> dict[str, Any]:
         """A JSON-able description of the backend (pool, replicas, counters)."""
+
+
+# --- who may ask ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Which requests the gateway serves at all, checked before a body is read.
+
+    Binding to 127.0.0.1 does not keep web pages out: a browser lets any page send a
+    request to any address, so a page can POST to ``http://127.0.0.1:8080`` (CSRF), or
+    point a name it controls at 127.0.0.1 and then also read the answers (DNS
+    rebinding). Two checks stop both and cost programs nothing (curl, Locust and the
+    Python clients send neither header, and name the address they connect to):
+
+    - a request carrying ``Origin``, or ``Sec-Fetch-Site`` other than ``none`` (which a
+      browser sends when the user typed the address), comes from a web page: refused,
+      unless its origin is in ``allowed_origins`` (``"*"``: every origin), which then
+      also gets CORS headers so the page can read the answer;
+    - the ``Host`` header must name a loopback host (localhost, 127.0.0.1, [::1]), the
+      ``bind_host`` or one of ``allowed_hosts`` (``"*"``: any), with any port: a
+      rebinding page's requests name the page's own host.
+    """
+
+    bind_host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+
+    def hosts(self) -> frozenset[str]:
+        extra = [self.bind_host] if self.bind_host not in (None, "", "0.0.0.0", "::") else []
+        return LOOPBACK_HOSTS | {_host_key(h) for h in (*extra, *self.allowed_hosts)}
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        return origin is not None and (
+            "*" in self.allowed_origins or origin in self.allowed_origins
+        )
+
+    def refusal(self, headers: Mapping[str, str]) -> str | None:
+        """Why a request with these headers is refused, or None to serve it."""
+        origin = headers.get("Origin")
+        fetch_site = headers.get("Sec-Fetch-Site")
+        from_page = origin is not None or (fetch_site is not None and fetch_site != "none")
+        if from_page and not self.origin_allowed(origin):
+            said = (
+                f"Origin {origin[:100]!r}"
+                if origin is not None
+                else f"Sec-Fetch-Site {fetch_site[:20]!r}"
+            )
+            return (
+                f"requests from web pages are refused ({said}); a browser application "
+                "needs its origin allowed (pmmc-ray gateway start --allow-origin ORIGIN)"
+            )
+        host = headers.get("Host")
+        if host is not None and "*" not in self.allowed_hosts:
+            name = _host_name(host)
+            if name is None or name not in self.hosts():
+                return (
+                    f"Host {host[:100]!r} is not a name of this gateway (a loopback name, its "
+                    "bind address, or one allowed with --allow-host), so the request may "
+                    "come from a web page by DNS rebinding"
+                )
+        return None
+
+
+def _host_key(name: str) -> str:
+    """A host name as compared: lowercase, no IPv6 brackets, no final dot."""
+    return name.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+
+
+def _host_name(header: str) -> str | None:
+    """The host of a ``Host`` header value without its port, or None if malformed."""
+    v = header.strip()
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        name, rest = v[: end + 1], v[end + 1 :]
+    else:
+        name, colon, port = v.partition(":")
+        rest = colon + port
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return None
+    return _host_key(name) if name else None
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -212,9 +303,10 @@ def _success(op: tuple, result: Any) -> web.Response:
 
 
 class _Api:
-    def __init__(self, backend: Backend, max_body_bytes: int) -> None:
+    def __init__(self, backend: Backend, max_body_bytes: int, policy: AccessPolicy) -> None:
         self.backend = backend
         self.max_body = max_body_bytes
+        self.policy = policy
         self.started = time.time()
         self.in_flight = 0
         self.responses: Counter[str] = Counter()  # "op status" -> count
@@ -288,54 +380,84 @@ class _Api:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Turn aiohttp's plain-text errors into JSON ones and count every answer."""
+        """Refuse requests of web pages, turn aiohttp's plain-text errors into JSON ones,
+        and count every answer."""
+        origin = request.headers.get("Origin")
+        refusal = self.policy.refusal(request.headers)
+        if refusal is not None:
+            resp = _error(403, "forbidden", refusal)
+        elif request.method == "OPTIONS" and self.policy.origin_allowed(origin):
+            resp = web.Response(  # a CORS preflight of an allowed origin
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": "GET, POST",
+                    "Access-Control-Allow-Headers": "Content-Type",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        else:
+            resp = await self._handle(request, handler)
+        if refusal is None and self.policy.origin_allowed(origin):
+            assert origin is not None
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Vary"] = "Origin"
+        name = request.match_info.get("op", request.path.rsplit("/", 1)[-1])
+        key = name if name in KV_FIELDS or name in ("execute", "health", "status") else "other"
+        self.responses[f"{key} {resp.status}"] += 1
+        return resp
+
+    async def _handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            resp = await handler(request)
+            return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            resp = _error(
+            return _error(
                 413, "body_too_large", f"the body exceeds the limit of {self.max_body} bytes"
             )
         except web.HTTPMethodNotAllowed as e:
-            resp = _error(
+            return _error(
                 405,
                 "method_not_allowed",
                 f"{request.method} is not allowed here; use {sorted(e.allowed_methods)}",
                 headers={"Allow": ",".join(sorted(e.allowed_methods))},
             )
         except web.HTTPNotFound:
-            resp = _error(
+            return _error(
                 404,
                 "unknown_op",
                 f"no such endpoint; use POST {API_PREFIX}/<op> with op one of "
                 f"{sorted(KV_FIELDS)} or execute, GET {API_PREFIX}/health or /status",
             )
         except web.HTTPException as e:
-            resp = _error(e.status, "http_error", e.reason)
+            return _error(e.status, "http_error", e.reason)
         except Exception as e:  # a bug on our side, maybe after sending: say so
             log.exception("gateway: unexpected error on %s %s", request.method, request.path)
-            resp = _error(
+            return _error(
                 500,
                 "internal",
                 f"{type(e).__name__} in the gateway; if the operation was sent, its outcome "
                 "is unknown",
             )
-        name = request.match_info.get("op", request.path.rsplit("/", 1)[-1])
-        key = name if name in KV_FIELDS or name in ("execute", "health", "status") else "other"
-        self.responses[f"{key} {resp.status}"] += 1
-        return resp
 
 
 #: where :func:`make_app` keeps its request counters (``app[API_KEY].responses``)
 API_KEY: web.AppKey[_Api] = web.AppKey("pmmc_api", _Api)
 
 
-def make_app(backend: Backend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
-    """The aiohttp application of the API in front of ``backend``."""
-    api = _Api(backend, max_body_bytes)
+def make_app(
+    backend: Backend,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    policy: AccessPolicy | None = None,
+) -> web.Application:
+    """The aiohttp application of the API in front of ``backend``; ``policy`` says
+    which requests it serves at all (default: programs on this host, no web page)."""
+    api = _Api(backend, max_body_bytes, policy or AccessPolicy())
     app = web.Application(middlewares=[api.middleware], client_max_size=max_body_bytes)
     app.router.add_get(f"{API_PREFIX}/health", api.health)
     app.router.add_get(f"{API_PREFIX}/status", api.status)
     app.router.add_post(f"{API_PREFIX}/execute", api.execute)
-    app.router.add_post(API_PREFIX + "/{op}", api.kv)
+    # Any other name is an operation (unknown ones get 404 unknown_op); the fixed paths
+    # are excluded, so a wrong method on them is a 405 that names the right one.
+    app.router.add_post(API_PREFIX + "/{op:(?!(?:health|status|execute)$)[^/]+}", api.kv)
     app[API_KEY] = api
     return app

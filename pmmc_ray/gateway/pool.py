@@ -4,15 +4,21 @@ Why a pool. A paper client keeps one command in flight and the replicas remember
 last command of every client id, so concurrent HTTP requests need distinct clients.
 A fresh client per request would work but would open a session (one more trip through
 the log) per request and churn the replicated client table, whose least recently used
-sessions are evicted; a pool reuses at most ``max_clients`` sessions. A request
-takes an idle client (or makes one, up to the cap), and gives it back when done. A
-client whose command ended with an unknown outcome is dropped, not reused: its command
-may still be decided later, and the next command is better off with a clean id.
+sessions are evicted; a pool reuses at most ``max_clients`` sessions. A request takes
+an idle client (or makes one, up to the cap), and gives it back when done, whatever
+the client said: a client whose command has an unknown outcome gives that command up
+with its next one (it may still be performed, at most once, until the next one is),
+and a client whose session expired has already moved to a new one. Dropping such a client instead would leave its
+session in the table and open another for its replacement; under faults that churn
+could evict the sessions of clients still in use. A client is dropped only when
+something else went wrong (a bug, or the request was cancelled mid-command).
 
-Availability. A background probe pings the replicas every ``probe_interval_s``
-(and re-reads the replica list every ``refresh_interval_s``). When
-the latest probe found none answering, requests get :class:`Unavailable` at once
-(HTTP 503 with Retry-After) and nothing is sent. A request that was sent and not
+Availability. A background probe pings the replicas every ``probe_interval_s`` through
+cached actor handles (looked up in a worker thread, never on the event loop, and looked
+up again once an actor is gone for good), and re-reads the replica list every
+``refresh_interval_s``. When the latest probe found none answering, requests get
+:class:`Unavailable` at once (HTTP 503 with Retry-After) and nothing is sent; so do
+requests whose new client could not open its session. A request that was sent and not
 confirmed before ``op_timeout_s`` is :class:`OutcomeUnknown` (HTTP 504).
 
 The replica list comes from the deployment (:func:`pmmc_ray.runtime.connect`) and is
@@ -29,8 +35,9 @@ from collections import Counter, deque
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
 
-from ..runtime.client import AsyncClient, OperationRejected, OutcomeUnknownError
+from ..runtime.client import AsyncClient, SessionExpiredError, outcome_of
 from ..runtime.config import load_app_class
 from ..runtime.deployment import Deployment, connect
 from .http import OutcomeUnknown, Overloaded, Rejected, Unavailable
@@ -77,20 +84,19 @@ class ClientPool:
         self._alive: list[str] | None = None  # None: not probed yet
         self._probed_at: float | None = None
         self._probe_task: asyncio.Task | None = None
+        self._handles: dict[str, Any] = {}  # replica name -> actor handle
+        self._lookups: dict[str, asyncio.Future] = {}  # name -> its lookup in a thread
         self.outcomes: Counter[str] = Counter()
 
-    async def start(self) -> None:
-        """Find the deployment and start the replica probe (raises if not deployed)."""
-        self.dep = await asyncio.to_thread(connect, self.namespace)
+    async def start(self, dep: Deployment | None = None) -> None:
+        """Find the deployment (or use ``dep``) and start the replica probe (raises
+        :class:`~pmmc_ray.runtime.NotDeployedError` if there is none)."""
+        self.dep = dep or await asyncio.to_thread(connect, self.namespace)
         self._app = load_app_class(self.dep.config.app)()
         self._replicas = await asyncio.to_thread(self.dep.replica_names)
         self._slots = asyncio.Semaphore(self.max_clients)
         await self._probe()
         self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
-
-    async def close(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
 
     # --- Backend ------------------------------------------------------------------------
 
@@ -99,6 +105,7 @@ class ClientPool:
 
     async def execute(self, op: Any) -> Any:
         if self._alive == []:
+            self.outcomes["unavailable"] += 1
             raise Unavailable(f"no replica of {self.namespace!r} answered the latest probe")
         assert self._slots is not None, "start() first"
         try:
@@ -113,18 +120,42 @@ class ClientPool:
             gen, client = self._take()
             try:
                 result = await client.execute(op)
-            except OutcomeUnknownError as e:
-                self.outcomes["outcome_unknown"] += 1
-                raise OutcomeUnknown(str(e)) from None  # the client is dropped
-            except OperationRejected as e:
-                self.outcomes["rejected"] += 1
-                self._idle.append((gen, client))
-                raise Rejected(str(e)) from None
+            except BaseException as e:
+                kind = outcome_of(e)
+                self.outcomes[
+                    "session_expired" if isinstance(e, SessionExpiredError) else kind
+                ] += 1
+                if kind == "error":
+                    raise  # a bug or a cancellation, maybe mid-command: drop the client
+                self._idle.append((gen, client))  # fit for its next command (see above)
+                if kind == "invalid":
+                    raise  # the HTTP layer answers 400, as for its own validation
+                raise self._answer(kind, e) from None
             self.outcomes["ok"] += 1
             self._idle.append((gen, client))
             return result
         finally:
             self._slots.release()
+
+    def _answer(self, kind: str, e: BaseException) -> Exception:
+        """What the HTTP layer is told (its own words: the client's speak of retry())."""
+        if kind == "rejected":
+            return Rejected(str(e))
+        if kind == "not_sent":
+            return Unavailable(
+                f"the gateway could not open a session with the replicas of "
+                f"{self.namespace!r} within {self.op_timeout_s:g}s"
+            )
+        if isinstance(e, SessionExpiredError):
+            return OutcomeUnknown(
+                "the replicas evicted the session of the gateway's client (more than "
+                "max_sessions other clients used the store since) before confirming it: it "
+                "may or may not have been applied"
+            )
+        return OutcomeUnknown(
+            f"no replica confirmed it within {self.op_timeout_s:g}s: it may or may not have "
+            "been applied (and may still be)"
+        )
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         details = {
@@ -168,6 +199,7 @@ class ClientPool:
             attempt_timeout_s=self.attempt_timeout_s,
             client_id=f"{self.client_prefix}-{self._created}",
             replicas=list(self._replicas),
+            handles=self._handles,  # the probe's: no lookup on the event loop
         )
         return self._generation, client
 
@@ -183,23 +215,59 @@ class ClientPool:
         assert self.dep is not None
         now = time.monotonic()
         if self.dep.members and now - self._refreshed_at >= self.refresh_interval_s:
-            # Follow reconfigurations: the newest configuration's replicas. (Replica
-            # status hashes the whole state, so not at every probe.)
+            # Follow reconfigurations: the newest configuration's replicas (a call to
+            # every replica, so not at every probe).
             self._refreshed_at = now
             names = await asyncio.to_thread(self.dep.replica_names)
             if names != self._replicas:
                 self._replicas, self._generation = names, self._generation + 1
-
-        async def answers(name: str) -> bool:
-            try:
-                h = ray.get_actor(name, namespace=self.namespace)
-                return await asyncio.wait_for(h.ping.remote(), 1.0) == "pong"
-            except Exception:
-                return False
-
-        replies = await asyncio.gather(*(answers(n) for n in self._replicas))
+        replies = await asyncio.gather(*(self._answers(n) for n in self._replicas))
         self._alive = [n for n, ok in zip(self._replicas, replies, strict=True) if ok]
         self._probed_at = time.monotonic()
+
+    async def _answers(self, name: str) -> bool:
+        try:
+            h = await self._handle(name)
+            return h is not None and await asyncio.wait_for(h.ping.remote(), 1.0) == "pong"
+        except RayActorError as e:
+            if not isinstance(e, ActorUnavailableError):  # gone for good (may be re-created)
+                self._handles.pop(name, None)
+            return False
+        except Exception:
+            return False
+
+    async def _handle(self, name: str, timeout_s: float = 2.0) -> Any:
+        """The actor handle of ``name``, or None (not found, or the lookup is slow).
+
+        ``ray.get_actor`` blocks on the cluster's control store (GCS): it runs in a
+        worker thread, one at a time per name, so a slow GCS delays the probe but never
+        the event loop that serves requests.
+        """
+        h = self._handles.get(name)
+        if h is not None:
+            return h
+        lookup = self._lookups.get(name)
+        if lookup is None:
+            lookup = asyncio.ensure_future(asyncio.to_thread(_get_actor, name, self.namespace))
+            self._lookups[name] = lookup
+
+            def done(f: asyncio.Future, name: str = name) -> None:
+                self._lookups.pop(name, None)
+                if not f.cancelled() and f.exception() is None and f.result() is not None:
+                    self._handles.setdefault(name, f.result())
+
+            lookup.add_done_callback(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(lookup), timeout_s)
+        except TimeoutError:
+            return None  # still looking: not answering for now
+
+
+def _get_actor(name: str, namespace: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
 
 
 def _node_id() -> str | None:

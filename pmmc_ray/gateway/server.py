@@ -3,7 +3,9 @@
 Each :class:`GatewayActor` runs an aiohttp server (:mod:`.http`) with a
 :class:`~.pool.ClientPool` on its own asyncio event loop, in a thread of the actor
 process; Ray method calls (``info``, ``stats``) stay free for control. It binds to
-``host`` (default 127.0.0.1: only programs on that node can reach it) and ``port``.
+``host`` (default 127.0.0.1: only programs on that node can reach it; ``node``: each
+node's own address) and ``port``, the same on every node, and serves no request of a
+web page (:class:`~.http.AccessPolicy`).
 Gateways are detached, restart without limit (a restarted one binds again), take no
 CPU reservation, and live in the namespace ``<deployment namespace>--gateway``, so they
 never count as members of the deployment itself. One runs on every alive node (hard
@@ -13,9 +15,11 @@ node affinity), so a Locust worker or any client on a node talks to its local ga
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import socket
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,13 +28,13 @@ from aiohttp import web
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..runtime.deployment import connect
-from .http import API_KEY, DEFAULT_MAX_BODY_BYTES, make_app
+from .http import API_KEY, DEFAULT_MAX_BODY_BYTES, AccessPolicy, make_app
 from .pool import ClientPool
 
 __all__ = [
+    "NODE_ADDRESS",
     "GatewayActor",
     "GatewaySettings",
-    "ensure_ray",
     "gateway_namespace",
     "list_gateways",
     "local_gateway_url",
@@ -39,24 +43,45 @@ __all__ = [
 ]
 
 
+#: ``GatewaySettings.host`` meaning "this node's own address" (each node binds its own)
+NODE_ADDRESS = "node"
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
-    """How a gateway listens and how its client pool behaves."""
+    """How a gateway listens, whom it serves, and how its client pool behaves."""
 
     host: str = "127.0.0.1"
+    """Address to bind on every node: a loopback or wildcard address, or ``"node"``
+    (each node's own address). A specific address exists on one node only."""
     port: int = 8080
-    """0: any free port (each gateway reports the one it got)."""
+    """The same on every node; 0: any free port (each gateway reports the one it got)."""
     max_clients: int = 256
     op_timeout_s: float = 10.0
     attempt_timeout_s: float = 1.5
     queue_timeout_s: float = 5.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    allow_hosts: tuple[str, ...] = ()
+    """Host names (besides loopback names and the bind address) requests may name."""
+    allow_origins: tuple[str, ...] = ()
+    """Origins of web pages that may use the gateway (none by default)."""
 
     def __post_init__(self) -> None:
+        # Through Ray (asdict) the tuples arrive as lists.
+        object.__setattr__(self, "allow_hosts", tuple(self.allow_hosts))
+        object.__setattr__(self, "allow_origins", tuple(self.allow_origins))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         if self.max_clients < 1 or self.op_timeout_s <= 0 or self.max_body_bytes < 1024:
             raise ValueError("max_clients >= 1, op_timeout_s > 0 and max_body_bytes >= 1024")
+
+    def single_node_address(self) -> str | None:
+        """``host`` if it is an address that only one node can bind, else None."""
+        try:
+            ip = ipaddress.ip_address(self.host.strip("[]"))
+        except ValueError:
+            return None  # "node", or a name
+        return None if ip.is_loopback or ip.is_unspecified else self.host
 
 
 def gateway_namespace(namespace: str) -> str:
@@ -69,6 +94,9 @@ class _Server:
 
     def __init__(self, namespace: str, settings: GatewaySettings) -> None:
         self.namespace, self.settings = namespace, settings
+        self.host = settings.host
+        if settings.host == NODE_ADDRESS:
+            self.host = ray.util.get_node_ip_address()
         self.pool: ClientPool | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
@@ -85,11 +113,15 @@ class _Server:
             client_prefix=f"gw-{node}-{os.getpid()}",
         )
         await self.pool.start()
-        self.app = make_app(self.pool, max_body_bytes=s.max_body_bytes)
+        allowed = s.allow_hosts
+        if self.host in ("0.0.0.0", "::", ""):  # reached at the node's address, at least
+            allowed = (*allowed, ray.util.get_node_ip_address(), socket.gethostname())
+        policy = AccessPolicy(self.host, allowed, s.allow_origins)
+        self.app = make_app(self.pool, max_body_bytes=s.max_body_bytes, policy=policy)
         # No access log: a line per request would cost more than the request.
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(runner, self.host, s.port, backlog=1024, reuse_address=True)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -138,7 +170,7 @@ class GatewayActor:
     def info(self) -> dict[str, Any]:
         """Where this gateway listens (``error`` set if it could not start)."""
         ctx = ray.get_runtime_context()
-        host, port = self.settings.host, self.server.port
+        host, port = self.server.host, self.server.port
         url_host = ray.util.get_node_ip_address() if host in ("0.0.0.0", "::", "") else host
         if ":" in url_host:
             url_host = f"[{url_host}]"
@@ -160,9 +192,6 @@ class GatewayActor:
         if self.loop is None or self.error is not None:
             return {"error": self.error or "not started"}
         return asyncio.run_coroutine_threadsafe(self.server.stats(), self.loop).result(10)
-
-    def ping(self) -> str:
-        return "pong"
 
 
 _GatewayActor = ray.remote(num_cpus=0)(GatewayActor)
@@ -188,45 +217,90 @@ def start_gateways(
 
     Connects to Ray (``address``, default auto) if needed; raises
     :class:`~pmmc_ray.runtime.NotDeployedError` if there is no such deployment, and
-    RuntimeError (after removing the gateways it made) if one cannot listen, for
-    example because the port is taken. Gateways already running are kept.
-    Returns each gateway's :meth:`GatewayActor.info`.
+    RuntimeError if one cannot listen, for example because the port is taken. Healthy
+    gateways already running are kept (with their settings); one that reports an error
+    or does not answer is replaced. Whatever goes wrong, the gateways this call created
+    are removed again. Returns each gateway's :meth:`GatewayActor.info`.
     """
     connect(namespace, address=address)
     settings = settings or GatewaySettings()
     gw_ns = gateway_namespace(namespace)
-    created: dict[str, Any] = {}
-    handles: dict[str, Any] = {}
-    for node in nodes or _alive_node_ids():
-        name = _actor_name(node)
-        try:
-            handles[name] = ray.get_actor(name, namespace=gw_ns)
-            continue
-        except ValueError:
-            pass
-        h = _GatewayActor.options(
-            name=name,
-            namespace=gw_ns,
-            lifetime="detached",
-            max_restarts=-1,
-            max_task_retries=0,
-            max_concurrency=4,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-        ).remote(namespace, asdict(settings))
-        handles[name] = created[name] = h
-    infos = dict(
-        zip(
-            handles,
-            ray.get([h.info.remote() for h in handles.values()], timeout=timeout_s),
-            strict=True,
+    node_ids = nodes or _alive_node_ids()
+    fixed = settings.single_node_address()
+    if fixed is not None and len(node_ids) > 1:
+        raise ValueError(
+            f"--host {fixed} is an address of one node, but there are {len(node_ids)} nodes "
+            "and each needs a gateway: use --host node (each node's own address) or 0.0.0.0"
         )
-    )
-    failed = {n: i["error"] for n, i in infos.items() if i["error"]}
-    if failed:
-        for n in created:
-            ray.kill(created[n], no_restart=True)
-        raise RuntimeError(f"gateway(s) could not start: {failed}")
+    created: dict[str, Any] = {}
+    try:
+        handles: dict[str, Any] = {}
+        for node in node_ids:
+            name = _actor_name(node)
+            old = _usable_gateway(name, gw_ns, timeout_s)
+            if old is not None:
+                handles[name] = old
+                continue
+            h = _GatewayActor.options(
+                name=name,
+                namespace=gw_ns,
+                lifetime="detached",
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=4,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+            ).remote(namespace, asdict(settings))
+            handles[name] = created[name] = h
+        infos = dict(
+            zip(
+                handles,
+                ray.get([h.info.remote() for h in handles.values()], timeout=timeout_s),
+                strict=True,
+            )
+        )
+        failed = {n: i["error"] for n, i in infos.items() if i["error"]}
+        if failed:
+            raise RuntimeError(f"gateway(s) could not start: {failed}")
+    except BaseException:
+        # Detached actors outlive this process: never leave one behind holding a port.
+        for h in created.values():
+            _kill(h)
+        raise
     return [infos[n] for n in sorted(infos)]
+
+
+def _usable_gateway(name: str, gw_ns: str, timeout_s: float) -> Any:
+    """The running gateway ``name`` if it serves; None if there is none. One that
+    reports an error (it could not listen) or does not answer is removed first, so a
+    new one can take its name."""
+    try:
+        h = ray.get_actor(name, namespace=gw_ns)
+    except ValueError:
+        return None
+    try:
+        if ray.get(h.info.remote(), timeout=timeout_s)["error"] is None:
+            return h
+    except Exception:
+        pass  # dead, or stuck: replace it
+    _kill(h)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:  # ray.kill is asynchronous; the name frees later
+        try:
+            ray.get_actor(name, namespace=gw_ns)
+        except ValueError:
+            return None
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"the broken gateway {gw_ns}/{name} did not go away within {timeout_s:g}s; "
+        "run `pmmc-ray gateway stop` and start again"
+    )
+
+
+def _kill(h: Any) -> None:
+    try:
+        ray.kill(h, no_restart=True)
+    except Exception:
+        pass  # already gone
 
 
 def _gateway_handles(namespace: str) -> dict[str, Any]:
@@ -243,12 +317,6 @@ def _gateway_handles(namespace: str) -> dict[str, Any]:
         except ValueError:
             pass
     return out
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Connect this process to Ray (``address``, default auto) unless it is already."""
-    if not ray.is_initialized():
-        ray.init(address=address or "auto", log_to_driver=False)
 
 
 def list_gateways(
@@ -281,8 +349,5 @@ def stop_gateways(namespace: str) -> int:
     """Kill every gateway of ``namespace`` for good; returns how many there were."""
     handles = _gateway_handles(namespace)
     for h in handles.values():
-        try:
-            ray.kill(h, no_restart=True)
-        except Exception:
-            pass
+        _kill(h)
     return len(handles)

@@ -13,9 +13,12 @@
 3. meanwhile measures the CPU time of each group of processes (Locust, sidecars,
    gateway, the deployment's actors, the rest of the machine), to say what limits
    the throughput;
-4. reads Locust's totals, checks the history for linearizability, and in embedded
-   mode checks that the replicas ended with identical state; then tears down what it
-   started. The result is a dict (also written to ``summary.json``).
+4. reads Locust's totals, checks the history for linearizability (and that it is
+   complete: every worker delivered all of its operations), and in embedded mode
+   checks that the replicas ended with identical state; then tears down what it
+   started, whatever happened: every Locust process, every worker placed by Ray (and
+   its folder), the gateway, the deployment and the embedded Ray. The result is a
+   dict (also written to ``summary.json``).
 
 It prints nothing; ``progress`` gets one line at a time. Ray is imported only when a
 test runs, so checking a plan stays cheap.
@@ -42,7 +45,7 @@ import psutil
 
 from .loadgen import KEY_DISTRIBUTIONS, MIXES, check_histories, read_locust_stats
 
-__all__ = ["LoadTestPlan", "default_loadtest_dir", "run_loadtest"]
+__all__ = ["LoadTestPlan", "default_loadtest_dir", "free_port", "run_loadtest"]
 
 CLIENT_KINDS = ("http", "native")
 SHAPES = ("step", "spike")
@@ -109,7 +112,8 @@ class LoadTestPlan:
             )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -177,7 +181,7 @@ def locust_commands(
         main.append(f"--host={host}")
     worker_args: list[str] = []
     if plan.workers:
-        port = _free_port()
+        port = free_port()
         main += [
             "--master",
             f"--master-bind-host={master_host}",
@@ -199,9 +203,12 @@ def locust_commands(
 class _CpuMeter:
     """CPU seconds used by groups of processes between ``start`` and ``stop``.
 
-    Processes of other groups are sampled (the last sample counts for one that has
-    exited); Locust's processes are our children, so their exact total (sidecars
-    included, once reaped) comes from ``getrusage(RUSAGE_CHILDREN)``.
+    Processes added to a group are sampled (the last sample counts for one that has
+    exited). The Locust processes this process started are its children: their exact
+    total, with that of their own reaped children (their sidecars), comes from
+    ``getrusage(RUSAGE_CHILDREN)``, less the sampled CPU of those sidecars (added with
+    ``in_children=True``). Locust workers placed by Ray on this node are children of
+    an actor, not ours: they and their sidecars count as sampled.
     """
 
     def __init__(self) -> None:
@@ -210,6 +217,7 @@ class _CpuMeter:
         self._children0 = 0.0
         self._first: dict[int, tuple[str, float]] = {}
         self._last: dict[int, float] = {}
+        self._in_children: set[int] = set()
 
     @staticmethod
     def _cpu(pid: int) -> float | None:
@@ -224,12 +232,16 @@ class _CpuMeter:
         r = resource.getrusage(resource.RUSAGE_CHILDREN)
         return r.ru_utime + r.ru_stime
 
-    def add(self, group: str, pid: int) -> None:
+    def add(self, group: str, pid: int, in_children: bool = False) -> None:
+        """Sample ``pid`` in ``group``; ``in_children``: it is a descendant of our Locust
+        processes, so its CPU is also in their ``RUSAGE_CHILDREN`` total."""
         if pid not in self._first:
             c = self._cpu(pid)
             if c is not None:
                 self._first[pid] = (group, c)
                 self._last[pid] = c
+                if in_children:
+                    self._in_children.add(pid)
 
     def sample(self) -> None:
         for pid in self._first:
@@ -247,10 +259,14 @@ class _CpuMeter:
         self.sample()
         wall = time.monotonic() - self._t0
         used: dict[str, float] = {}
+        within = 0.0  # sampled CPU that RUSAGE_CHILDREN counts too
         for pid, (group, c0) in self._first.items():
-            used[group] = used.get(group, 0.0) + max(0.0, self._last[pid] - c0)
-        locust_total = self._children() - self._children0
-        used["locust"] = max(0.0, locust_total - used.get("sidecars", 0.0))
+            cpu = max(0.0, self._last[pid] - c0)
+            used[group] = used.get(group, 0.0) + cpu
+            if pid in self._in_children:
+                within += cpu
+        children = self._children() - self._children0
+        used["locust"] = used.get("locust", 0.0) + max(0.0, children - within)
         m0, m1 = self._machine0, psutil.cpu_times()
 
         def busy(t: Any) -> float:
@@ -314,6 +330,8 @@ def run_loadtest(
     dep = None
     started_ray = False
     data_dir: str | None = None
+    procs: list[subprocess.Popen] = []  # Locust processes we started
+    hosts: list[tuple[Any, dict[str, Any]]] = []  # Locust workers placed by Ray
     try:
         if embedded:
             progress("starting a local Ray ...")
@@ -339,7 +357,6 @@ def run_loadtest(
                         f"`pmmc-ray gateway start --namespace {namespace}` or pass --gateway-url"
                     )
         summary["gateway_url"] = host
-        hosts: list[tuple[Any, dict[str, Any]]] = []
         mhost = "127.0.0.1"
         if plan.workers_via_ray:
             from .locust_hosts import master_host
@@ -348,7 +365,6 @@ def run_loadtest(
         cmds = locust_commands(plan, out, run_id, host, ray_address, namespace, mhost)
         summary["locust_command"] = " ".join(cmds.main)
         meter = _CpuMeter()
-        procs: list[subprocess.Popen] = []
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         main_log = out / ("locust-master.log" if plan.workers else "locust.log")
         with main_log.open("w") as log:
@@ -390,17 +406,19 @@ def run_loadtest(
                 meter.add("locust", info["pid"])
         deadline = time.monotonic() + plan.duration_s + 180
         main_proc = procs[0]
+        local_hosts = [i["pid"] for _, i in hosts if i["node_id"] == here]
         while main_proc.poll() is None:
             if time.monotonic() > deadline:
-                main_proc.kill()
                 raise RuntimeError("Locust did not finish in time; killed it")
-            pids = [p.pid for p in procs] + [i["pid"] for _, i in hosts if i["node_id"] == here]
-            for pid in pids:  # sidecars appear once users start
-                try:
-                    for c in psutil.Process(pid).children(recursive=True):
-                        meter.add("sidecars", c.pid)
-                except psutil.Error:
-                    pass
+            # Sidecars appear once users start; those of our own Locust processes are in
+            # our RUSAGE_CHILDREN once reaped, those of Ray-placed workers are not.
+            for pids, ours in (([p.pid for p in procs], True), (local_hosts, False)):
+                for pid in pids:
+                    try:
+                        for c in psutil.Process(pid).children(recursive=True):
+                            meter.add("sidecars", c.pid, in_children=ours)
+                    except psutil.Error:
+                        pass
             meter.sample()
             time.sleep(1.0)
         codes = []
@@ -414,14 +432,20 @@ def run_loadtest(
             res = ray.get(h.wait.remote(60), timeout=120)
             (out / f"locust-worker-{i}.log").write_text(res["log"])
             codes.append(res["returncode"])
-            ray.kill(h)
         cpu = meter.stop()
         summary["locust_exit_code"] = main_proc.returncode
         summary["worker_exit_codes"] = codes
         summary["cpu"] = cpu
         summary["locust"] = _locust_totals(out, run_id)
-        master_log = main_log.read_text(errors="replace")
-        summary["history_complete"] = "no complete history from worker" not in master_log
+        # kvload.py writes it when the test stops: complete only if every worker known
+        # during the run delivered all of its operations (and nothing of another run
+        # came in). No file (Locust died first): not complete either.
+        meta_file = out / f"history-{run_id}.meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+        summary["history_meta"] = meta
+        summary["history_complete"] = bool(
+            meta and meta.get("run") == run_id and meta.get("complete") is True
+        )
         hist = out / f"history-{run_id}.jsonl"
         summary["history_file"] = str(hist)
         if plan.check:
@@ -437,6 +461,7 @@ def run_loadtest(
             summary["replicas_agree"] = agree
             summary["replica_states"] = states
     finally:
+        _stop_locust(procs, hosts)  # first: the hosts need Ray
         if embedded:
             try:
                 if dep is not None:
@@ -459,6 +484,22 @@ def run_loadtest(
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _stop_locust(procs: list[subprocess.Popen], hosts: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Kill every Locust process still running and every Ray-placed worker host (its
+    process and its folder go too). Their sidecars exit when their parent does."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    if hosts:
+        from .locust_hosts import stop_hosts
+
+        stop_hosts([h for h, _ in hosts])
 
 
 def _locust_totals(out: Path, run_id: str) -> dict[str, Any]:

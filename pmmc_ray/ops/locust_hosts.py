@@ -5,7 +5,9 @@ can put a process on every other node. :func:`start_locust_workers` creates one
 :class:`LocustWorkerHost` per requested worker, spread round-robin over the alive
 nodes (soft node affinity), ships it the Locust files as text (the nodes need
 pmmc-ray and Locust installed, not a copy of the checkout), and has it start a Locust
-worker that connects to the master. The hosts report the worker's exit code and log.
+worker that connects to the master. The hosts report the worker's exit code and log;
+:func:`stop_hosts` ends them, their workers and their folders, whatever state they are
+in.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-__all__ = ["LocustWorkerHost", "start_locust_workers"]
+__all__ = ["LocustWorkerHost", "master_host", "start_locust_workers", "stop_hosts"]
 
 
 class LocustWorkerHost:
@@ -51,6 +53,7 @@ class LocustWorkerHost:
             "node_id": ray.get_runtime_context().get_node_id(),
             "hostname": socket.gethostname(),
             "pid": self.proc.pid,
+            "dir": str(self.dir),
         }
 
     def wait(self, timeout_s: float) -> dict[str, Any]:
@@ -66,9 +69,11 @@ class LocustWorkerHost:
         return {"returncode": code, "log": log}
 
     def stop(self) -> None:
+        """Kill the worker if it still runs, and remove this host's folder."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _Host = ray.remote(num_cpus=0)(LocustWorkerHost)
@@ -85,8 +90,26 @@ def start_locust_workers(
         ).remote()
         for i in range(n)
     ]
-    infos = ray.get([h.start.remote(files, load, args) for h in hosts], timeout=120)
+    try:
+        infos = ray.get([h.start.remote(files, load, args) for h in hosts], timeout=120)
+    except BaseException:
+        stop_hosts(hosts)
+        raise
     return list(zip(hosts, infos, strict=True))
+
+
+def stop_hosts(hosts: list[Any], timeout_s: float = 30.0) -> None:
+    """Stop every host's worker and remove its folder, then end the actors. (Killing
+    an actor alone would leave its worker process running.)"""
+    try:
+        ray.get([h.stop.remote() for h in hosts], timeout=timeout_s)
+    except Exception:
+        pass  # a host that cannot answer: its worker loses its master and quits
+    for h in hosts:
+        try:
+            ray.kill(h)
+        except Exception:
+            pass
 
 
 def master_host() -> str:

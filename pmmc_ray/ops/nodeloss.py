@@ -96,7 +96,7 @@ def run_nodeloss(
     import ray
     from ray.cluster_utils import Cluster
 
-    from ..runtime import HistoryRecorder, OutcomeUnknownError, deploy
+    from ..runtime import HistoryRecorder, OutcomeUnknownError, SessionNotOpenedError, deploy
     from ..runtime.workload import active_leader, replica_states
 
     if nodes < 3:
@@ -161,6 +161,8 @@ def run_nodeloss(
                 except OutcomeUnknownError:
                     with lock:
                         counts["unknown"] += 1
+                except SessionNotOpenedError:
+                    pass  # not sent (no session yet): nothing happened, go on
                 except Exception as e:
                     with lock:
                         res.errors.append(f"client {i}: {type(e).__name__}: {e}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,11 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SidecarConnection", "SidecarProcess"]
+__all__ = ["NotSent", "SidecarConnection", "SidecarProcess"]
+
+
+class NotSent(ConnectionError):
+    """The request never reached the sidecar whole, so it was not performed (the sidecar
+    performs only complete lines). The connection must not be used again."""
 
 
 class SidecarProcess:
-    """A sidecar child process serving deployment ``namespace`` on a Unix socket."""
+    """A sidecar child process serving deployment ``namespace`` on a Unix socket in a
+    private temporary folder, which goes when the process does."""
 
     def __init__(
         self,
@@ -33,15 +40,17 @@ class SidecarProcess:
     ) -> None:
         self.namespace, self.address, self.op_timeout_s = namespace, address, op_timeout_s
         self.log_path = Path(log_path) if log_path else None
-        self._dir = tempfile.mkdtemp(prefix="pmmc-sidecar-")
-        self.socket_path = os.path.join(self._dir, "s")
+        self._dir: str | None = None
+        self.socket_path: str | None = None
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120.0) -> None:
-        """Start the process and wait until its socket accepts connections."""
+        """Start the process and wait until its socket accepts connections; on any
+        failure nothing is left behind (no process, no folder)."""
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path or os.devnull, "ab")  # noqa: SIM115 (the child keeps it)
+        self._dir = tempfile.mkdtemp(prefix="pmmc-sidecar-")
+        self.socket_path = os.path.join(self._dir, "s")
         cmd = [
             sys.executable,
             "-m",
@@ -54,9 +63,18 @@ class SidecarProcess:
             self.socket_path,
             "--op-timeout",
             str(self.op_timeout_s),
+            "--remove-dir",
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log)
-        log.close()
+        try:
+            with open(self.log_path or os.devnull, "ab") as log:  # the child keeps its copy
+                self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log)
+            self._wait_serving(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_serving(self, timeout_s: float) -> None:
+        assert self.proc is not None and self.socket_path is not None
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
@@ -69,38 +87,32 @@ class SidecarProcess:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise TimeoutError(f"the sidecar did not serve within {timeout_s:g}s") from None
                 time.sleep(0.2)
 
     def connect(self) -> SidecarConnection:
+        assert self.socket_path is not None, "start() first"
         # A blocked answer waits at most the operation deadline plus a margin.
         return SidecarConnection(self.socket_path, self.op_timeout_s + 30.0)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Close its standard input (it exits), then make sure it is gone."""
+        """Close its standard input (it exits), make sure it is gone, remove its folder."""
         p, self.proc = self.proc, None
-        if p is None:
-            return
-        try:
-            if p.stdin is not None:
-                p.stdin.close()
-            p.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            p.terminate()
+        if p is not None:
             try:
-                p.wait(5)
+                if p.stdin is not None:
+                    p.stdin.close()
+                p.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        try:
-            os.unlink(self.socket_path)
-        except OSError:
-            pass
-        try:
-            os.rmdir(self._dir)
-        except OSError:
-            pass
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        d, self._dir = self._dir, None
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class SidecarConnection:
@@ -119,10 +131,16 @@ class SidecarConnection:
     def execute(self, op: tuple | list) -> dict[str, Any]:
         """Send one operation; its answer (see :mod:`pmmc_ray.ops.sidecar`).
 
-        Raises OSError (or a timeout) if the sidecar does not answer: the outcome is
-        then unknown, and this connection must not be used again.
+        Raises :class:`NotSent` if the request could not be sent whole (it was not
+        performed), OSError (or a timeout) if the sidecar does not answer (the outcome is
+        then unknown); either way this connection must not be used again.
         """
-        self.sock.sendall(json.dumps({"op": list(op)}).encode() + b"\n")
+        try:
+            # The newline comes last: a request cut off anywhere is not a line, and the
+            # sidecar never performs it.
+            self.sock.sendall(json.dumps({"op": list(op)}).encode() + b"\n")
+        except OSError as e:
+            raise NotSent(f"the request did not reach the sidecar: {e}") from e
         line = self._file.readline()
         if not line:
             raise ConnectionError("the sidecar closed the connection")

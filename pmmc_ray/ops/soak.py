@@ -24,7 +24,12 @@ from typing import Any
 
 from ..check.linearizability import KV_MODEL, check
 from ..core.ids import role_of
-from ..runtime.client import HistoryRecorder, OperationRejected, OutcomeUnknownError
+from ..runtime.client import (
+    HistoryRecorder,
+    OperationRejected,
+    OutcomeUnknownError,
+    SessionNotOpenedError,
+)
 from ..runtime.deployment import Deployment
 from ..runtime.workload import active_leader, replica_states
 
@@ -189,6 +194,8 @@ def run_soak(
                 with lock:
                     counts["unknown"] += 1
                 continue
+            except SessionNotOpenedError:
+                continue  # not sent (no session yet): nothing happened, go on
             except OperationRejected as e:
                 with lock:
                     res.errors.append(f"client {i}: rejected {e}")

@@ -26,6 +26,7 @@ _EXPORTS = {
     "OperationRejected": "client",
     "OutcomeUnknownError": "client",
     "SessionExpiredError": "client",
+    "SessionNotOpenedError": "client",
     "connect": "deployment",
     "deploy": "deployment",
 }

@@ -12,6 +12,10 @@ tries that same command again (it is performed at most once, whatever happens), 
 the next :meth:`execute` gives it up (it may still be performed, at most once, until a
 newer command of this client is).
 
+If no replica confirms the ``OpenSession`` before the deadline, the operation itself
+was never sent: the client raises :class:`SessionNotOpenedError` (a ConnectionError,
+not an unknown outcome) and opens the session again on its next operation.
+
 The table keeps a bounded number of sessions, least recently used first out. A command
 of an evicted session is rejected; the client raises :class:`SessionExpiredError` (its
 outcome is unknown: a retry may have been performed before) and opens a new session
@@ -36,6 +40,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
+from ..app import InvalidOperation
 from ..check.history import Operation
 from ..core import SESSION_EXPIRED, Command, OpenSession, Reconfigure, Response
 from ..core.replica import validate_reconfigure
@@ -49,6 +54,8 @@ __all__ = [
     "OperationRejected",
     "OutcomeUnknownError",
     "SessionExpiredError",
+    "SessionNotOpenedError",
+    "outcome_of",
 ]
 
 _RETRYABLE = (GetTimeoutError, RayActorError, ActorUnavailableError, asyncio.TimeoutError)
@@ -67,8 +74,41 @@ class SessionExpiredError(OutcomeUnknownError):
     outcome is unknown. The client continues under a new session."""
 
 
+class SessionNotOpenedError(ConnectionError):
+    """No replica confirmed the client's ``OpenSession`` (its command 0) before the
+    deadline, so the operation was never sent: it certainly changed nothing, and may be
+    tried again. The client opens its session again on its next operation."""
+
+
 class OperationRejected(ValueError):
     """The replicated state machine rejected the operation (it changed nothing)."""
+
+
+def outcome_of(e: BaseException) -> str:
+    """What an exception raised by ``execute`` means for its operation:
+
+    - ``"invalid"``: malformed (:class:`~pmmc_ray.app.InvalidOperation`), nothing sent;
+    - ``"rejected"``: the state machine refused it (:class:`OperationRejected`), it
+      changed nothing;
+    - ``"not_sent"``: the session could not be opened (:class:`SessionNotOpenedError`);
+    - ``"unknown"``: no confirmation before the deadline, or the session expired
+      (:class:`OutcomeUnknownError`, :class:`SessionExpiredError` included): it may or
+      may not have been applied;
+    - ``"error"``: anything else (a bug, a cancellation): unknown too, and the client may
+      be mid-command, so it must not be used again.
+
+    After any of the first four the client is fit for its next operation (which gives up
+    a command in doubt; an expired client already has a new session).
+    """
+    if isinstance(e, InvalidOperation):
+        return "invalid"
+    if isinstance(e, OperationRejected):
+        return "rejected"
+    if isinstance(e, SessionNotOpenedError):
+        return "not_sent"
+    if isinstance(e, OutcomeUnknownError):
+        return "unknown"
+    return "error"
 
 
 # --- history recording -------------------------------------------------------------------
@@ -130,6 +170,7 @@ class _Base:
         recorder: HistoryRecorder | None,
         client_id: str | None,
         replicas: list[str] | None = None,
+        handles: dict[str, Any] | None = None,
     ) -> None:
         if timeout_s <= 0 or attempt_timeout_s <= 0:
             raise ValueError("timeouts must be > 0")
@@ -154,7 +195,7 @@ class _Base:
         self._start = 0
         self._counter = itertools.count(1)
         self._last = "no attempt"  # why the latest attempt of the current command failed
-        self._handles: dict[str, Any] = {}
+        self._handles: dict[str, Any] = dict(handles or {})
 
     def _new_id(self) -> str:
         suffix = uuid.uuid4().hex
@@ -220,7 +261,8 @@ class _Base:
     def _failed(self, cmd: Command, name: str, e: Exception) -> None:
         """An attempt raised: retry on the next replica, or give up (outcome unknown)."""
         if not isinstance(e, _RETRYABLE):
-            raise self._unknown(cmd, f"{name}: {type(e).__name__}: {e}") from e
+            self._last = f"{name}: {type(e).__name__}: {e}"
+            raise self._unknown(cmd, self._last) from e
         self._last = f"{name}: {type(e).__name__}"
         if isinstance(e, RayActorError) and not isinstance(e, ActorUnavailableError):
             self._handles.pop(name, None)  # gone for good (it may be re-created)
@@ -260,6 +302,15 @@ class _Base:
             self.recorder.returned(entry, resp.result)
         return resp.result
 
+    def _not_opened(self) -> SessionNotOpenedError:
+        # Whether or not that OpenSession was performed, sending it again is harmless
+        # (same client id, command 0 again), so the next operation just does.
+        return SessionNotOpenedError(
+            f"client {self.client_id} could not open its session: no replica confirmed it "
+            f"within {self.timeout_s:g}s (last problem: {self._last}); the operation was "
+            "not sent"
+        )
+
     def _unknown(self, cmd: Command, last: str) -> OutcomeUnknownError:
         return OutcomeUnknownError(
             f"no replica confirmed command {cmd.command_id} {cmd.op!r:.80} of client "
@@ -269,7 +320,10 @@ class _Base:
 
 
 class Client(_Base):
-    """A blocking client (thread-safe; one command in flight at a time)."""
+    """A blocking client (thread-safe; one command in flight at a time).
+
+    ``handles``: actor handles of replicas the caller already holds, by name (copied).
+    """
 
     def __init__(
         self,
@@ -280,6 +334,7 @@ class Client(_Base):
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
         replicas: list[str] | None = None,
+        handles: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -288,6 +343,7 @@ class Client(_Base):
             recorder=recorder,
             client_id=client_id,
             replicas=replicas,
+            handles=handles,
         )
         self._lock = threading.Lock()
 
@@ -322,9 +378,10 @@ class Client(_Base):
                     return self._outcome(cmd, entry, res)
         except SessionExpiredError:
             raise  # nothing to retry: that session is gone
-        except OutcomeUnknownError:
-            if cmd.command_id > 0:
-                self._in_doubt = (cmd, entry)  # for retry()
+        except OutcomeUnknownError as e:
+            if cmd.command_id == 0:
+                raise self._not_opened() from e  # the operation itself was not sent
+            self._in_doubt = (cmd, entry)  # for retry()
             raise
         raise AssertionError("unreachable: _attempts ends by raising")
 
@@ -347,7 +404,11 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """An asyncio client (one command in flight at a time)."""
+    """An asyncio client (one command in flight at a time).
+
+    ``handles``: actor handles of replicas the caller already holds, by name (copied);
+    the client looks up the others itself, with a blocking call the first time.
+    """
 
     def __init__(
         self,
@@ -358,6 +419,7 @@ class AsyncClient(_Base):
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
         replicas: list[str] | None = None,
+        handles: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -366,6 +428,7 @@ class AsyncClient(_Base):
             recorder=recorder,
             client_id=client_id,
             replicas=replicas,
+            handles=handles,
         )
         self._lock: asyncio.Lock | None = None
 
@@ -406,9 +469,10 @@ class AsyncClient(_Base):
                     return self._outcome(cmd, entry, res)
         except SessionExpiredError:
             raise  # nothing to retry: that session is gone
-        except OutcomeUnknownError:
-            if cmd.command_id > 0:
-                self._in_doubt = (cmd, entry)  # for retry()
+        except OutcomeUnknownError as e:
+            if cmd.command_id == 0:
+                raise self._not_opened() from e  # the operation itself was not sent
+            self._in_doubt = (cmd, entry)  # for retry()
             raise
         raise AssertionError("unreachable: _attempts ends by raising")
 

@@ -21,7 +21,12 @@ from typing import Any
 import ray
 
 from ..check.linearizability import KV_MODEL, check
-from .client import HistoryRecorder, OperationRejected, OutcomeUnknownError
+from .client import (
+    HistoryRecorder,
+    OperationRejected,
+    OutcomeUnknownError,
+    SessionNotOpenedError,
+)
 from .deployment import Deployment
 
 
@@ -216,6 +221,8 @@ def run_workload(
                 with lock:
                     res.ops_unknown += 1
                 continue
+            except SessionNotOpenedError:
+                continue  # not sent (no session yet): nothing happened, go on
             except OperationRejected:
                 with lock:
                     res.ops_rejected += 1

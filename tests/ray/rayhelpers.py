@@ -57,7 +57,7 @@ def delete_storage(path: Path) -> None:
 
 
 def _worker(dep, recorder, prefix, idx, stop, acked, rng):
-    from pmmc_ray.runtime import OutcomeUnknownError
+    from pmmc_ray.runtime import OutcomeUnknownError, SessionNotOpenedError
 
     c = dep.client(timeout_s=15, attempt_timeout_s=1.0, recorder=recorder)
     log_key = f"{prefix}-log"
@@ -82,6 +82,8 @@ def _worker(dep, recorder, prefix, idx, stop, acked, rng):
                 c.cas(k, rng.choice([None, f"[{idx}.{n - 1}]"]), token)
         except OutcomeUnknownError:
             pass  # recorded with an unknown outcome; keep going
+        except SessionNotOpenedError:
+            pass  # not sent, not recorded; keep going
 
 
 def run_disturbed_workload(

@@ -1,11 +1,14 @@
 """The HTTP gateway on a real deployment: every operation, malformed input changing
-nothing in the replicated state, many requests in flight, 504 for an unknown outcome,
-503 when no replica answers, and the ``pmmc-ray gateway`` commands."""
+nothing in the replicated state, requests of web pages refused, many requests in
+flight, 504 for an unknown outcome and for an evicted session, 503 when no replica
+answers, gateways that cannot start left behind by nothing, and the ``pmmc-ray
+gateway`` commands."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,10 +23,16 @@ from pmmc_ray.app.kv import MAX_KEY_BYTES, MAX_VALUE_BYTES
 pytestmark = pytest.mark.ray
 
 
-def request(url: str, method: str = "GET", body: Any = None, raw: bytes | None = None):
+def request(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+):
     """(status, JSON answer, headers) of one HTTP request."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read()), dict(r.headers)
@@ -118,6 +127,28 @@ def test_malformed_requests_get_4xx_and_change_nothing(dep, url):
     assert request(f"{url}/v1/get", "POST", {"key": "bad"})[:2] == (200, {"value": "untouched"})
 
 
+def test_a_request_a_web_page_could_send_is_forbidden_and_changes_nothing(url):
+    # A page on evil.example whose name was rebound to 127.0.0.1 (the reviewer's request).
+    status, body, _ = request(
+        f"{url}/v1/put",
+        "POST",
+        raw=b'{"key": "csrf", "value": "pwned"}',
+        headers={
+            "Content-Type": "text/plain",
+            "Origin": "http://evil.example",
+            "Host": "evil.example:8080",
+        },
+    )
+    assert (status, body["error"]) == (403, "forbidden"), body
+    status, body, _ = request(f"{url}/v1/status", headers={"Host": "evil.example:8080"})
+    assert (status, body["error"]) == (403, "forbidden")
+    assert request(f"{url}/v1/get", "POST", {"key": "csrf"})[:2] == (
+        404,
+        {"error": "not_found", "message": "the key is absent", "value": None},
+    )
+    assert request(f"{url}/v1/health", "POST", {})[0] == 405
+
+
 def test_many_requests_in_flight_use_distinct_clients(url):
     n = 32
 
@@ -144,6 +175,102 @@ def test_no_confirmation_before_the_deadline_is_504_outcome_unknown(dep, url):
     # The replicas re-propose once the cut heals: the put may take effect later, and
     # the store keeps serving.
     assert request(f"{url}/v1/put", "POST", {"key": "u", "value": "after"})[0] == 200
+
+
+@pytest.fixture(scope="module")
+def small(make_deployment):
+    """A deployment whose client table holds one session; these tests start and stop
+    its gateways themselves."""
+    return make_deployment("gateway-sessions", max_sessions=1)
+
+
+def test_an_evicted_session_is_504_then_the_same_pooled_client_goes_on(small):
+    """max_sessions=1: a direct client's session evicts the gateway client's. The next
+    request through the gateway is refused by the replicas (session expired): 504,
+    outcome unknown. The pool keeps that client, which has a new session: 200."""
+    from pmmc_ray.gateway.server import GatewaySettings, start_gateways, stop_gateways
+
+    (info,) = start_gateways(small.namespace, GatewaySettings(port=0, op_timeout_s=5.0))
+    u = info["url"]
+    try:
+        assert request(f"{u}/v1/put", "POST", {"key": "k", "value": "gw"})[0] == 200
+        small.client(timeout_s=30).put("k", "direct")  # evicts the gateway client's session
+        status, body, _ = request(f"{u}/v1/put", "POST", {"key": "k", "value": "gw2"})
+        assert (status, body["error"]) == (504, "outcome_unknown"), body
+        assert "evicted the session" in body["message"] and "retry()" not in body["message"]
+        assert request(f"{u}/v1/put", "POST", {"key": "k", "value": "gw3"})[:2] == (
+            200,
+            {"ok": True},
+        )
+        assert request(f"{u}/v1/get", "POST", {"key": "k"})[:2] == (200, {"value": "gw3"})
+        st = request(f"{u}/v1/status")[1]
+        assert st["pool"]["created"] == 1  # one pooled client throughout: no churn
+        assert st["outcomes"]["session_expired"] == 1
+    finally:
+        stop_gateways(small.namespace)
+
+
+def _gone(namespace: str, timeout_s: float = 30.0) -> bool:
+    from pmmc_ray.gateway.server import list_gateways
+
+    deadline = time.monotonic() + timeout_s
+    while list_gateways(namespace):  # ray.kill is asynchronous
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_a_failed_start_leaves_no_gateway_behind(small, ray_session):
+    from pmmc_ray.gateway.server import GatewaySettings, start_gateways
+
+    dep = small
+    assert _gone(dep.namespace)
+    with pytest.raises(ray_session.exceptions.GetTimeoutError):
+        start_gateways(dep.namespace, GatewaySettings(port=0), timeout_s=0.001)
+    assert _gone(dep.namespace)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="could not start"):
+            start_gateways(dep.namespace, GatewaySettings(port=port))
+    assert _gone(dep.namespace)
+
+
+def test_a_broken_gateway_is_replaced(small, ray_session):
+    """A gateway that reports an error (here: its port was taken when it started) no
+    longer blocks ``gateway start``: it is replaced."""
+    from dataclasses import asdict
+
+    from pmmc_ray.gateway.server import (
+        GatewaySettings,
+        _actor_name,
+        _GatewayActor,
+        gateway_namespace,
+        list_gateways,
+        start_gateways,
+        stop_gateways,
+    )
+
+    dep = small
+    assert _gone(dep.namespace)
+    node = ray_session.get_runtime_context().get_node_id()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        bad = GatewaySettings(port=taken.getsockname()[1])
+        h = _GatewayActor.options(
+            name=_actor_name(node), namespace=gateway_namespace(dep.namespace), lifetime="detached"
+        ).remote(dep.namespace, asdict(bad))
+        assert "Error" in ray_session.get(h.info.remote(), timeout=120)["error"]
+    try:
+        (info,) = start_gateways(dep.namespace, GatewaySettings(port=0))
+        assert info["error"] is None and info["settings"]["port"] == 0
+        assert request(f"{info['url']}/v1/health")[0] == 200
+        assert [g["url"] for g in list_gateways(dep.namespace)] == [info["url"]]
+    finally:
+        stop_gateways(dep.namespace)
 
 
 def test_the_gateway_commands(dep, url, capsys):

@@ -82,6 +82,7 @@ def test_http_users_master_and_two_workers_step_shape(ray_session, dep, gateway,
         *("--shape", "step", "--mix", "all", "--key-dist", "zipf", "--keys", "20"),
     )
     assert s["worker_exit_codes"] == [0, 0] and s["history_complete"]
+    assert s["history_meta"]["missing"] == [] and len(s["history_meta"]["workers"]) == 2
     ops = history(s)
     # Users of both worker processes recorded their operations into the master's file.
     pids = {r["client"].split("-u")[0] for r in ops}
@@ -104,6 +105,9 @@ def test_native_users_workers_placed_by_ray_spike_shape(ray_session, dep, tmp_pa
         *("--mix", "write-heavy", "--value-size", "1000", "--workers", "2", "--workers-via-ray"),
     )
     assert len(s["ray_placed_workers"]) == 2 and s["worker_exit_codes"] == [0, 0]
+    assert s["history_complete"] and s["linearizability"]["clock"] == "monotonic"
+    # The hosts' folders (the shipped Locust files, the worker's log) are gone.
+    assert not any(Path(w["dir"]).exists() for w in s["ray_placed_workers"])
     log = (out / "locust-master.log").read_text()
     targets = [int(x) for x in re.findall(r"Shape test updating to (\d+) users", log)]
     assert targets == [1, 5, 1], targets  # base, spike, base
