@@ -12,6 +12,7 @@ drawn from the mix; every operation is recorded for ``pmmc-ray lincheck``.
 
 from __future__ import annotations
 
+import os
 import time
 
 from kvload import HISTORY, KVUserState, body_of, result_of, short
@@ -30,6 +31,10 @@ class HttpKVUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.kv = KVUserState(self.environment)
+        # A gateway that listens beyond loopback wants the deployment's bearer token
+        # (pmmc-ray gateway token); from the environment, never on a command line.
+        token = os.environ.get("PMMC_GATEWAY_TOKEN")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
 
     @task
     def operation(self) -> None:
@@ -37,7 +42,7 @@ class HttpKVUser(FastHttpUser):
         name = op[0]
         entry = HISTORY.begin(self.kv.client, op)
         with self.client.post(
-            f"/v1/{name}", json=body_of(op), name=name, catch_response=True
+            f"/v1/{name}", json=body_of(op), name=name, catch_response=True, headers=self.headers
         ) as resp:
             code = resp.status_code or None  # 0: no HTTP answer at all
             data = None

@@ -1,4 +1,4 @@
-"""``pmmc-ray gateway start | stop | status``: the HTTP gateways of a deployment."""
+"""``pmmc-ray gateway start | stop | status | token``: the HTTP gateways of a deployment."""
 
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ def add_gateway_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
             "(repeatable; '*': any). By default every request of a web page is refused (403)"
         ),
     )
+    p.add_argument(
+        f"--{prefix}require-token",
+        action="store_true",
+        help=(
+            "require the deployment's bearer token even on loopback (it is always required "
+            "when the gateway listens beyond loopback; see pmmc-ray gateway token)"
+        ),
+    )
 
 
 def settings_from(args: argparse.Namespace, prefix: str = "") -> Any:
@@ -79,6 +87,7 @@ def settings_from(args: argparse.Namespace, prefix: str = "") -> Any:
         max_body_bytes=getattr(args, f"{p}max_body_bytes"),
         allow_hosts=tuple(getattr(args, f"{p}allow_host")),
         allow_origins=tuple(getattr(args, f"{p}allow_origin")),
+        require_token=getattr(args, f"{p}require_token"),
     )
 
 
@@ -89,10 +98,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "The HTTP API of a deployment runs in one gateway actor per Ray node. 'start' "
             "starts one on every alive node that has none, 'stop' removes them, 'status' "
-            "lists them with their counters."
+            "lists them with their counters, 'token' prints the bearer token a gateway "
+            "listening beyond loopback requires (Authorization: Bearer <token>)."
         ),
     )
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["start", "stop", "status", "token"])
     p.add_argument("--address", default=None, help="Ray address (default: auto)")
     p.add_argument("--namespace", default="pmmc", help="deployment namespace (default pmmc)")
     p.add_argument("--json", action="store_true")
@@ -117,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except (ValueError, TypeError) as e:
         return _err(str(e))
-    from .gateway.server import gateway_namespace, list_gateways, start_gateways, stop_gateways
+    from .gateway.server import (
+        gateway_namespace,
+        gateway_token,
+        list_gateways,
+        start_gateways,
+        stop_gateways,
+    )
     from .runtime.deployment import _ensure_ray
 
     try:
@@ -129,6 +145,15 @@ def run(args: argparse.Namespace) -> int:
                 print_gateways(infos)
             return 0
         _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
+        if args.action == "token":
+            token = gateway_token(args.namespace)
+            if token is None:
+                return _err(
+                    f"{args.namespace} has no gateway token: it is made when a gateway that "
+                    "needs one starts (--host beyond loopback, or --require-token)"
+                )
+            print(token)
+            return 0
         if args.action == "stop":
             n = stop_gateways(args.namespace)
             print(f"stopped {n} gateway(s) of {args.namespace}")

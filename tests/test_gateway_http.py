@@ -367,3 +367,37 @@ def test_schema_round_trip():
     assert result_of(("get", "k"), {"value": "v"}) == "v"
     assert result_of(("cas", "k", None, "v"), {"swapped": True}) is True
     assert result_of(("put", "k", "v"), {"ok": True}) is None
+
+
+def test_a_gateway_beyond_loopback_requires_the_bearer_token():
+    """Anything the project listens on beyond loopback is authenticated."""
+    policy = AccessPolicy(bind_host="10.1.2.3", token="s3cret-token")
+    for auth in (None, "Bearer wrong", "Basic s3cret-token", "Bearer"):
+        b = FakeBackend()
+        headers = {"Host": "10.1.2.3"} | ({"Authorization": auth} if auth else {})
+        status, data, got = call(
+            b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers=headers
+        )
+        assert (status, data["error"]) == (401, "unauthorized"), auth
+        assert "pmmc-ray gateway token" in data["message"]
+        assert got["WWW-Authenticate"].startswith("Bearer")
+        assert b.calls == []
+    b = FakeBackend()
+    headers = {"Host": "10.1.2.3", "Authorization": "Bearer s3cret-token"}
+    status, data, _ = call(b, "POST", "/v1/put", {"policy": policy}, data=PUT, headers=headers)
+    assert (status, data) == (200, {"ok": True})
+
+
+def test_which_bind_addresses_need_the_token():
+    from pmmc_ray.gateway.server import GatewaySettings
+
+    for host, needs in (
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("node", True),
+        ("10.0.0.5", True),
+    ):
+        assert GatewaySettings(host=host).needs_token() is needs, host
+    assert GatewaySettings(require_token=True).needs_token()

@@ -43,6 +43,7 @@ in production, a fake in unit tests) does.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -148,11 +149,31 @@ class AccessPolicy:
     - the ``Host`` header must name a loopback host (localhost, 127.0.0.1, [::1]), the
       ``bind_host`` or one of ``allowed_hosts`` (``"*"``: any), with any port: a
       rebinding page's requests name the page's own host.
+
+    And when ``token`` is set (the gateway listens beyond loopback, or was told to
+    require it), every request must carry ``Authorization: Bearer <token>``: anyone who
+    can reach the port could otherwise read and change the store.
     """
 
     bind_host: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    token: str | None = None
+
+    def unauthenticated(self, headers: Mapping[str, str]) -> str | None:
+        """Why a request lacks the credentials this gateway requires, or None."""
+        if self.token is None:
+            return None
+        got = headers.get("Authorization", "")
+        scheme, _, presented = got.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), self.token.encode()
+        ):
+            return None
+        return (
+            "this gateway requires Authorization: Bearer <token> (it listens beyond "
+            "loopback); get the token with: pmmc-ray gateway token"
+        )
 
     def hosts(self) -> frozenset[str]:
         extra = [self.bind_host] if self.bind_host not in (None, "", "0.0.0.0", "::") else []
@@ -384,14 +405,21 @@ class _Api:
         and count every answer."""
         origin = request.headers.get("Origin")
         refusal = self.policy.refusal(request.headers)
+        unauthenticated = None if refusal else self.policy.unauthenticated(request.headers)
         if refusal is not None:
             resp = _error(403, "forbidden", refusal)
+        elif unauthenticated is not None and not (
+            request.method == "OPTIONS" and self.policy.origin_allowed(origin)
+        ):
+            resp = _error(401, "unauthorized", unauthenticated)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="pmmc-ray"'
+            refusal = unauthenticated
         elif request.method == "OPTIONS" and self.policy.origin_allowed(origin):
             resp = web.Response(  # a CORS preflight of an allowed origin
                 status=204,
                 headers={
                     "Access-Control-Allow-Methods": "GET, POST",
-                    "Access-Control-Allow-Headers": "Content-Type",
+                    "Access-Control-Allow-Headers": "Content-Type, Authorization",
                     "Access-Control-Max-Age": "600",
                 },
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import secrets
 import socket
 import threading
 import time
@@ -25,8 +26,10 @@ from typing import Any
 
 import ray
 from aiohttp import web
+from ray.experimental import internal_kv
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..runtime.config import KV_NAMESPACE
 from ..runtime.deployment import connect
 from .http import API_KEY, DEFAULT_MAX_BODY_BYTES, AccessPolicy, make_app
 from .pool import ClientPool
@@ -65,6 +68,9 @@ class GatewaySettings:
     """Host names (besides loopback names and the bind address) requests may name."""
     allow_origins: tuple[str, ...] = ()
     """Origins of web pages that may use the gateway (none by default)."""
+    require_token: bool = False
+    """Require the deployment's bearer token even on loopback (always required when
+    the gateway listens beyond loopback)."""
 
     def __post_init__(self) -> None:
         # Through Ray (asdict) the tuples arrive as lists.
@@ -75,6 +81,17 @@ class GatewaySettings:
         if self.max_clients < 1 or self.op_timeout_s <= 0 or self.max_body_bytes < 1024:
             raise ValueError("max_clients >= 1, op_timeout_s > 0 and max_body_bytes >= 1024")
 
+    def needs_token(self) -> bool:
+        """True unless only programs on the node can reach the gateway."""
+        if self.require_token:
+            return True
+        if self.host in ("localhost",):
+            return False
+        try:
+            return not ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return True  # "node", or a name: reachable from other machines
+
     def single_node_address(self) -> str | None:
         """``host`` if it is an address that only one node can bind, else None."""
         try:
@@ -82,6 +99,20 @@ class GatewaySettings:
         except ValueError:
             return None  # "node", or a name
         return None if ip.is_loopback or ip.is_unspecified else self.host
+
+
+def gateway_token(namespace: str, create: bool = False) -> str | None:
+    """The bearer token of deployment ``namespace``'s gateways, kept in the cluster's
+    key-value store (which Ray's token authentication protects); ``create`` makes one
+    if there is none. None if there is none."""
+    key = f"gateway-token/{namespace}"
+    raw = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    if raw is None and create:
+        internal_kv._internal_kv_put(
+            key, secrets.token_urlsafe(32).encode(), overwrite=False, namespace=KV_NAMESPACE
+        )
+        raw = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    return None if raw is None else raw.decode()
 
 
 def gateway_namespace(namespace: str) -> str:
@@ -116,7 +147,8 @@ class _Server:
         allowed = s.allow_hosts
         if self.host in ("0.0.0.0", "::", ""):  # reached at the node's address, at least
             allowed = (*allowed, ray.util.get_node_ip_address(), socket.gethostname())
-        policy = AccessPolicy(self.host, allowed, s.allow_origins)
+        token = gateway_token(self.namespace) if s.needs_token() else None
+        policy = AccessPolicy(self.host, allowed, s.allow_origins, token)
         self.app = make_app(self.pool, max_body_bytes=s.max_body_bytes, policy=policy)
         # No access log: a line per request would cost more than the request.
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -232,6 +264,8 @@ def start_gateways(
             f"--host {fixed} is an address of one node, but there are {len(node_ids)} nodes "
             "and each needs a gateway: use --host node (each node's own address) or 0.0.0.0"
         )
+    if settings.needs_token():
+        gateway_token(namespace, create=True)  # before any gateway needs it
     created: dict[str, Any] = {}
     try:
         handles: dict[str, Any] = {}

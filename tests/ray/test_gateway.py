@@ -332,3 +332,28 @@ def test_503_with_retry_after_when_no_replica_answers(make_deployment):
         assert "nothing was sent" in body["message"]
     finally:
         stop_gateways(dead.namespace)
+
+
+def test_a_gateway_that_needs_the_token_refuses_without_it(make_deployment, capsys):
+    """A gateway told to require the deployment's bearer token (as one listening beyond
+    loopback always does) answers 401 without it; `pmmc-ray gateway token` prints it."""
+    from pmmc_ray.cli import main
+    from pmmc_ray.gateway.server import GatewaySettings, start_gateways, stop_gateways
+
+    dep = make_deployment("gw-token")
+    (info,) = start_gateways(dep.namespace, GatewaySettings(port=0, require_token=True))
+    try:
+        url = info["url"]
+        status, data, _ = request(f"{url}/v1/put", "POST", {"key": "t", "value": "1"})
+        assert (status, data["error"]) == (401, "unauthorized")
+        assert main(["gateway", "token", "--namespace", dep.namespace]) == 0
+        token = capsys.readouterr().out.strip()
+        assert len(token) >= 32
+        auth = {"Authorization": f"Bearer {token}"}
+        assert request(f"{url}/v1/put", "POST", {"key": "t", "value": "1"}, headers=auth)[0] == 200
+        assert request(f"{url}/v1/get", "POST", {"key": "t"}, headers=auth)[:2] == (
+            200,
+            {"value": "1"},
+        )
+    finally:
+        stop_gateways(dep.namespace)
