@@ -119,7 +119,7 @@ def test_r3_same_slot_out_different_history():
 def opened(client: str, *ops: tuple) -> Batch:
     """A batch in which ``client`` opens its session, then runs ``ops`` (ids 1, 2, ...)."""
     cmds = [Command(client, 0, OpenSession())]
-    cmds += [Command(client, i + 1, op) for i, op in enumerate(ops)]
+    cmds += [Command(client, i + 1, op, 1) for i, op in enumerate(ops)]  # decided in slot 1
     return Batch(tuple(cmds))
 
 
@@ -129,7 +129,7 @@ def test_r3_state_that_no_replay_gives():
     c.after_step("replica-0", replica(1), [])
     good = replica(2)
     good.app.apply(("put", "k", "v"))
-    good.client_table["a"] = (1, None)
+    good.client_table["a"] = (1, 1, None)  # session of slot 1, command 1
     c.after_step("replica-0", good, saved(good))
     assert names(c) == []
     forgot_client = replica(2)
@@ -141,11 +141,11 @@ def test_r3_state_that_no_replay_gives():
 def test_r3_a_command_performed_twice():
     c = checker()
     c.decided[1] = opened("a", ("append", "k", "x"))
-    c.decided[2] = batch(("append", "k", "x"), client="a")  # decided again in a later slot
+    c.decided[2] = Batch((Command("a", 1, ("append", "k", "x"), 1),))  # decided again later
     twice = replica(3)
     twice.app.apply(("append", "k", "x"))
     twice.app.apply(("append", "k", "x"))
-    twice.client_table["a"] = (1, None)
+    twice.client_table["a"] = (1, 1, None)
     c.after_step("replica-0", twice, saved(twice))
     assert names(c) == ["R3"]
 

@@ -43,7 +43,7 @@ SESSIONS = ("a", "b", "c", "d", "e", "z", "admin")
 def make(config, timing, **kw) -> Replica:
     """A replica whose client table already holds open sessions for SESSIONS."""
     r = Replica("replica-0", (config,), KVStore(), timing, **kw)
-    r.client_table = {c: (0, Response(c, 0)) for c in SESSIONS}
+    r.client_table = {c: (0, 0, None) for c in SESSIONS}  # session identity 0
     return r
 
 
@@ -174,6 +174,9 @@ def test_stalled_tick_retransmits_proposals_and_asks_peers(config, timing):
     r.handle(Timer("tick"), 40)  # first tick: remembers slot_out
     effects = r.handle(Timer("tick"), 80)
     msg = Propose("replica-0", config, 1, ((1, b),))
+    from pmmc_ray.core.messages import Progress
+
+    effects = [e for e in effects if not (isinstance(e, Send) and isinstance(e.msg, Progress))]
     assert effects == [
         SetTimer("tick", timing.replica_tick),
         Send("leader-0", msg),
@@ -231,7 +234,8 @@ def _apply(r: Replica, n: int, first: int = 1) -> list:
     records = []
     for i in range(first, first + n):
         cid = f"c{i}"  # a new client: it opens its session in the same batch
-        b = Batch((Command(cid, 0, OpenSession()), Command(cid, 1, ("append", "k", str(i)))))
+        # the session's identity is the slot that opens it
+        b = Batch((Command(cid, 0, OpenSession()), Command(cid, 1, ("append", "k", str(i)), i)))
         records += [e.record for e in r.handle(Decisions(((i, b),)), 0) if isinstance(e, Persist)]
     return records
 
@@ -244,9 +248,8 @@ def test_restarted_replica_rebuilds_its_state_from_its_disk(config, timing):
     assert (back.slot_out, back.slot_in, back.digest) == (6, 6, r.digest)
     assert back.app.data == {"k": "12345"} and back.client_table == r.client_table
     # exactly-once survives the restart: a retry is answered from the table, not re-run
-    assert back.handle(req("c3", 1, ("append", "k", "3")), 0) == [
-        ClientReply(Response("c3", 1, None))
-    ]
+    retry = Request(Command("c3", 1, ("append", "k", "3"), 3))  # c3's session: slot 3's
+    assert back.handle(retry, 0) == [ClientReply(Response("c3", 1, None))]
     assert back.start(0) == [SetTimer("tick", timing.replica_tick)]  # no state transfer
 
 
@@ -342,13 +345,21 @@ def test_state_is_pulled_in_chunks_and_a_lost_chunk_is_asked_for_again(config):
 
 
 def test_a_replica_behind_what_peers_keep_is_offered_their_state(config):
-    t = Timing(window=4, keep_decisions=2)
+    t = Timing(window=4, keep_decisions=2, state_chunk=8)
     peer = make(config, t)
     _apply(peer, 6)
     effects = peer.handle(CatchUp("replica-1", 1), 0)
     (chunk,) = [m for _, m in sends(effects)]
     assert isinstance(chunk, StateChunk) and chunk.slot_out == 7 and chunk.offset == 0
-    assert peer.handle(CatchUp("replica-1", 1), 0) == []  # a transfer is going on already
+    assert chunk.total > 8  # several chunks: the transfer is under way
+    assert peer.handle(CatchUp("replica-1", 1), 0) == []  # so no second offer
+    offset = 8
+    while offset < chunk.total:  # the receiver pulls the rest
+        (last,) = [m for _, m in sends(peer.handle(StateRequest("replica-1", 7, offset), 0))]
+        offset += len(last.data)
+    # finished: a replica that is behind again is offered newer state at once
+    (again,) = [m for _, m in sends(peer.handle(CatchUp("replica-1", 1), 0))]
+    assert isinstance(again, StateChunk) and again.offset == 0
 
 
 def test_a_command_without_a_session_is_rejected_and_changes_nothing(config, timing):
@@ -364,12 +375,30 @@ def test_sessions_are_evicted_least_recently_used_first(config):
     r = Replica("replica-0", (config,), KVStore(), t)
     opens = Batch(tuple(Command(c, 0, OpenSession()) for c in ("x", "y")))
     r.handle(Decisions(((1, opens),)), 0)
-    r.handle(Decisions(((2, batch(("put", "k", "1"), client="x")),)), 0)  # x is now the newest
+    x1 = Batch((Command("x", 1, ("put", "k", "1"), 1),))
+    r.handle(Decisions(((2, x1),)), 0)  # x is now the newest
     r.handle(Decisions(((3, Batch((Command("w", 0, OpenSession()),))),)), 0)  # evicts y
     assert list(r.client_table) == ["x", "w"]
-    effects = r.handle(Decisions(((4, batch(("put", "k", "2"), client="y")),)), 0)
+    y1 = Batch((Command("y", 1, ("put", "k", "2"), 1),))
+    effects = r.handle(Decisions(((4, y1),)), 0)
     assert ClientReply(Response("y", 1, None, SESSION_EXPIRED)) in effects
     assert r.app.data == {"k": "1"}
+
+
+def test_a_late_copy_of_an_open_session_cannot_bring_back_an_evicted_one(config):
+    """Found in review: a duplicate OpenSession decided after an eviction used to
+    re-create the session at command 0, and a late copy of its command 1 ran again."""
+    t = Timing(window=4, max_sessions=1)
+    r = Replica("replica-0", (config,), KVStore(), t)
+    open_x = Command("x", 0, OpenSession())
+    x1 = Command("x", 1, ("append", "k", "[x1]"), 1)  # x's session is slot 1's
+    r.handle(Decisions(((1, Batch((open_x, x1))),)), 0)
+    r.handle(Decisions(((2, Batch((Command("w", 0, OpenSession()),))),)), 0)  # evicts x
+    # late copies of x's OpenSession and of its command 1
+    effects = r.handle(Decisions(((3, Batch((open_x,))), (4, Batch((x1,))))), 0)
+    assert r.client_table["x"][0] == 3  # a new session nobody names
+    assert ClientReply(Response("x", 1, None, SESSION_EXPIRED)) in effects
+    assert r.app.data == {"k": "[x1]"}  # once
 
 
 def test_a_read_result_is_not_kept_and_a_retried_read_reads_again(config, timing):
@@ -378,7 +407,7 @@ def test_a_read_result_is_not_kept_and_a_retried_read_reads_again(config, timing
     read = batch(("get", "k"), client="b")
     effects = r.handle(Decisions(((2, read),)), 0)
     assert ClientReply(Response("b", 1, "v1")) in effects
-    assert r.client_table["b"] == (1, None)  # the value is not kept
+    assert r.client_table["b"] == (0, 1, None)  # the value is not kept
     r.handle(Decisions(((3, batch(("put", "k", "v2"), client="a", first_id=2)),)), 0)
     # the retry is proposed again (not answered from the table) and reads again
     assert [m for _, m in sends(r.handle(req("b", 1, ("get", "k")), 0))]

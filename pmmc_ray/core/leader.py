@@ -348,7 +348,9 @@ class Leader:
             ep.progress_at = now
         ep.applied_seen = max(ep.applied_seen, applied)
         ep.was_outstanding = outstanding
-        return outstanding and now - ep.progress_at > self.timeout
+        # Replicas report progress on their ticks: never call them stuck within three.
+        patience = max(self.timeout, 3 * self.timing.replica_tick)
+        return outstanding and now - ep.progress_at > patience
 
     # --- handlers --------------------------------------------------------------------
 

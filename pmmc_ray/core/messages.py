@@ -248,7 +248,7 @@ class StateHeader:
     """What a replica needs besides the application bytes to continue from a slot_out."""
 
     configs: tuple[Config, ...]
-    client_table: tuple[tuple[str, int, Response], ...]
+    client_table: tuple[tuple[str, int, int, Response | None], ...]
     digest: str
 
 
@@ -425,7 +425,7 @@ class ReplicaSnapshot:
     slot_out: int
     configs: tuple[Config, ...]
     app_state: bytes
-    client_table: tuple[tuple[str, int, Response], ...]
+    client_table: tuple[tuple[str, int, int, Response | None], ...]
     digest: str
 
     supersedes_earlier: ClassVar[bool] = True

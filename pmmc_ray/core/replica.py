@@ -6,10 +6,12 @@ configurations (``configs``, each with the slot it starts at). Extensions:
 
 - Batching: a proposal is a :class:`Batch` of up to ``Timing.max_batch`` requests.
 - Exactly once, with client sessions: the replicated state includes a client table,
-  client_id -> (last command_id, its response, or None for a read), in least recently
-  used order, at most ``Timing.max_sessions`` entries. A client opens its session with
-  an :class:`OpenSession` command (its command 0). A command is performed only if its
-  session exists and its command_id is newer than the table's; a decided duplicate
+  client_id -> (session identity, last command_id, its response, or None for a read),
+  in least recently used order, at most ``Timing.max_sessions`` entries. A client opens
+  its session with an :class:`OpenSession` command (its command 0); the log assigns
+  the session's identity (the slot that decided it), and the client names it in every
+  later command. A command is performed only if it names its client's live session
+  and its command_id is newer than the table's; a decided duplicate
   (the same command in a later slot, or a retry) is skipped and answered from the table
   (a read is performed again instead: its result is not kept, and reading again inside
   the operation's interval is still linearizable). A command whose session is gone
@@ -133,8 +135,9 @@ class Replica:
         self.requests: dict[CommandKey, Command] = {}
         self.proposals: dict[int, Batch] = {}
         self.decisions: dict[int, Batch] = {}
-        # client -> (last command id, its response; None for a read), LRU order
-        self.client_table: dict[str, tuple[int, Response | None]] = {}
+        # client -> (session identity, last command id, its response; None for a read),
+        # in least recently used order
+        self.client_table: dict[str, tuple[int, int, Response | None]] = {}
         self.recovering = recovering
         self.digest = ""  # hash chain of applied batches: equal slot_out => equal digest (R3)
         self._proposed: set[CommandKey] = set()
@@ -265,7 +268,7 @@ class Replica:
     def checkpoint(self) -> ReplicaSnapshot:
         """The durable checkpoint record of the current state."""
         # In least recently used order: eviction depends on it.
-        table = tuple((c, cid, r) for c, (cid, r) in self.client_table.items())
+        table = tuple((c, sid, cid, r) for c, (sid, cid, r) in self.client_table.items())
         return ReplicaSnapshot(
             self.slot_out, tuple(self.configs), self.app.snapshot(), table, self.digest
         )
@@ -297,13 +300,15 @@ class Replica:
 
     def _on_request(self, c: Command) -> list[Effect]:
         done = self.client_table.get(c.client_id)
-        if done is not None and c.command_id <= done[0]:
+        if done is not None and isinstance(c.op, OpenSession):
+            return [ClientReply(Response(c.client_id, c.command_id, done[0]))]  # open already
+        if done is not None and done[0] == c.session and c.command_id <= done[1]:
             # Already performed: answer from the table (only the latest is kept); a read
             # whose result was not kept goes through the log again.
-            if c.command_id < done[0]:
+            if c.command_id < done[1]:
                 return []
-            if done[1] is not None:
-                return [ClientReply(done[1])]
+            if done[2] is not None:
+                return [ClientReply(done[2])]
         if c.key in self.requests or c.key in self._proposed:
             return []
         try:
@@ -392,7 +397,7 @@ class Replica:
         back: dict[CommandKey, Command] = {}
         for c in (*commands, *self.requests.values()):
             done = self.client_table.get(c.client_id)
-            if done is not None and c.command_id <= done[0]:
+            if done is not None and done[0] == c.session and c.command_id <= done[1]:
                 continue
             if c.key in self._proposed:
                 continue
@@ -404,28 +409,34 @@ class Replica:
         effects: list[Effect] = []
         table = self.client_table
         for c in batch.commands:
-            done = table.pop(c.client_id, None)  # re-inserted last: most recently used
+            done = table.get(c.client_id)
             if isinstance(c.op, OpenSession):
-                table[c.client_id] = done or (c.command_id, Response(c.client_id, c.command_id))
-                effects.append(ClientReply(Response(c.client_id, c.command_id)))
+                # A live session keeps its identity; otherwise this slot is a new one's.
+                entry = done if done is not None else (slot, 0, None)
+                table.pop(c.client_id, None)
+                table[c.client_id] = entry  # most recently used
+                effects.append(ClientReply(Response(c.client_id, c.command_id, entry[0])))
                 while len(table) > self.timing.max_sessions:
                     del table[next(iter(table))]  # the least recently used session
                 continue
-            if done is None:
+            if done is None or done[0] != c.session:
+                # No live session of that identity: never opened, or evicted (a late copy
+                # of an OpenSession cannot bring it back: it makes another identity).
                 effects.append(
                     ClientReply(Response(c.client_id, c.command_id, None, SESSION_EXPIRED))
                 )
                 continue
-            table[c.client_id] = done
-            if c.command_id < done[0]:
+            sid, last, kept = table.pop(c.client_id)
+            table[c.client_id] = (sid, last, kept)  # most recently used
+            if c.command_id < last:
                 continue  # superseded by a newer command of its client: skip
             read = not isinstance(c.op, Reconfigure) and self.app.is_read_only(c.op)
-            if c.command_id == done[0]:
-                if done[1] is None and read:
+            if c.command_id == last:
+                if kept is None and read and last > 0:
                     effects.append(ClientReply(self._execute(slot, c)))  # a read, again
                 continue  # decided before: performed once already
             resp = self._execute(slot, c)
-            table[c.client_id] = (c.command_id, None if read and resp.error is None else resp)
+            table[c.client_id] = (sid, c.command_id, None if read and resp.error is None else resp)
             effects.append(ClientReply(resp))
         self.digest = hashlib.blake2b(
             f"{self.digest}|{slot}|{batch!r}".encode(), digest_size=16
@@ -525,13 +536,17 @@ class Replica:
         return k in (1, 2, 4, 8) or (k > 0 and k % 16 == 0)
 
     def _progress(self) -> list[Effect]:
-        """Report slot_out to the leaders (for garbage collection, paper 4.2) when it moved,
-        and every 10 ticks anyway, as a report can be lost. It is durable: everything
-        applied was persisted in the step that applied it (before this tick)."""
+        """Report slot_out to the leaders (for garbage collection, paper 4.2, and for
+        their stall detection) on the tick it moved and the two after (a report can be
+        lost, and a leader whose replicas seem stuck steps aside), then every 10 ticks.
+        It is durable: everything applied was persisted in the step that applied it."""
         self._progress_ticks += 1
-        if self.slot_out == self._progress_sent and self._progress_ticks < 10:
+        if self.slot_out != self._progress_sent:
+            self._progress_sent, self._progress_ticks = self.slot_out, 0
+        elif self._progress_ticks not in (1, 2) and self._progress_ticks < 10:
             return []
-        self._progress_sent, self._progress_ticks = self.slot_out, 0
+        if self._progress_ticks >= 10:
+            self._progress_ticks = 0
         leaders = dict.fromkeys(
             (*self.config_for(self.slot_out).leaders, *self.configs[-1].leaders)
         )
@@ -603,12 +618,12 @@ class Replica:
         slot_out: int,
         configs: tuple[Config, ...],
         app_state: bytes,
-        client_table: tuple[tuple[str, int, Response], ...],
+        client_table: tuple[tuple[str, int, int, Response | None], ...],
         digest: str,
     ) -> None:
         """Replace the replicated state by a snapshot's (state transfer or checkpoint)."""
         self.app.restore(app_state)
-        self.client_table = {c: (cid, r) for c, cid, r in client_table}
+        self.client_table = {c: (sid, cid, r) for c, sid, cid, r in client_table}
         self.configs = list(configs)
         self.slot_in = max(self.slot_in, slot_out) if not self.recovering else slot_out
         self.slot_out = slot_out

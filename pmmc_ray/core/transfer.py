@@ -35,6 +35,7 @@ class _Frozen:
     data: bytes
     header: StateHeader
     last_used: int
+    done: bool = False  # its last chunk was served
 
 
 class StateSender:
@@ -46,9 +47,11 @@ class StateSender:
         self.frozen: dict[str, _Frozen] = {}
 
     def serving(self, requester: str, now: int) -> bool:
-        """True while a transfer to ``requester`` is going on."""
+        """True while a transfer to ``requester`` is going on: not finished (its last
+        chunk not yet served) and asked about recently. A finished one is not: the
+        requester may be behind again, and must be offered newer state."""
         f = self.frozen.get(requester)
-        return f is not None and now - f.last_used < self.keep_ms
+        return f is not None and not f.done and now - f.last_used < self.keep_ms
 
     def serve(
         self,
@@ -68,6 +71,7 @@ class StateSender:
             offset = 0
         f.last_used = now
         data = f.data[offset : offset + self.chunk]
+        f.done = offset + len(data) >= len(f.data)
         header = f.header if offset == 0 else None
         return StateChunk(me, f.slot_out, offset, len(f.data), data, header)
 

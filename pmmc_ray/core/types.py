@@ -46,9 +46,15 @@ class Reconfigure:
 @dataclass(frozen=True, slots=True)
 class OpenSession:
     """The operation that opens a client's session (its entry in the replicas' client
-    table). A client sends it once, as its command 0, before any other command: a
-    command from a client without a session is rejected with :data:`SESSION_EXPIRED`,
-    deterministically, so it can never run twice after the table forgot the client."""
+    table). A client sends it once, as its command 0, before any other command, and
+    its result is the session's identity: the slot that decided it (if the client
+    already has a live session, its identity). The client puts that identity in every
+    later command (``Command.session``), and a command is performed only if it names
+    the client's live session: a command of no session, or of an evicted one, is
+    rejected with :data:`SESSION_EXPIRED`, deterministically. A late copy of an
+    OpenSession decided after an eviction makes a new session nobody names, so no old
+    command can ever run again (the log assigns identities, as in Raft's client
+    sessions)."""
 
 
 SESSION_EXPIRED = "session expired"
@@ -69,6 +75,9 @@ class Command:
     client_id: str
     command_id: int
     op: Any
+    session: int = 0
+    """The session this command belongs to: the identity its client's OpenSession got
+    (0 for the OpenSession itself)."""
 
     @property
     def key(self) -> tuple[str, int]:

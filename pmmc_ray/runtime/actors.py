@@ -881,7 +881,8 @@ class _ReplicaHost(_Host):
             return {"error": self.refusing or "not running"}
         r = self.role
         h = hashlib.sha256(r.app.snapshot())
-        h.update(repr([(c, cid) for c, (cid, _) in sorted(r.client_table.items())]).encode())
+        table = [(c, sid, cid) for c, (sid, cid, _) in r.client_table.items()]
+        h.update(repr(table).encode())  # in LRU order: eviction depends on it
         return {"slot_out": r.slot_out, "digest": r.digest, "state_sha256": h.hexdigest()}
 
     def _role_status(self) -> dict[str, Any]:

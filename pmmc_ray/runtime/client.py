@@ -182,6 +182,7 @@ class _Base:
         self._prefix = client_id
         self.client_id = self._new_id()
         self._opened = False
+        self._session = 0  # the identity the log gave this client's session
         self._in_doubt: tuple[Command, _Entry | None] | None = None
         self.timeout_s = timeout_s
         self.attempt_timeout_s = attempt_timeout_s
@@ -201,14 +202,17 @@ class _Base:
         suffix = uuid.uuid4().hex
         return f"{self._prefix}-{suffix[:12]}" if self._prefix else suffix
 
-    def _command(self, op: Any) -> Command:
-        # Raises InvalidOperation before anything is sent.
+    def _validate(self, op: Any) -> None:
+        """Raise InvalidOperation (before anything is sent) if ``op`` is malformed."""
         if isinstance(op, Reconfigure):
             validate_reconfigure(op)
         else:
             self._app.validate(op)
+
+    def _command(self, op: Any) -> Command:
+        """The next command of this client's session (open it first)."""
         self._in_doubt = None  # a new command gives up the one whose outcome is unknown
-        return Command(self.client_id, next(self._counter), op)
+        return Command(self.client_id, next(self._counter), op, self._session)
 
     def _open_command(self) -> Command | None:
         """The OpenSession command to send before the first command, if needed."""
@@ -281,13 +285,14 @@ class _Base:
 
     def _outcome(self, cmd: Command, entry: _Entry | None, resp: Response) -> Any:
         if cmd.command_id == 0:
-            self._opened = True
+            # The session's identity, assigned by the log: every command names it.
+            self._opened, self._session = True, int(resp.result)
             return None
         if resp.error == SESSION_EXPIRED:
             # Rejected by this decision; an earlier decision of a retry may have performed
             # it (the entry keeps an unknown outcome). Start over under a new session.
             old = self.client_id
-            self.client_id, self._opened = self._new_id(), False
+            self.client_id, self._opened, self._session = self._new_id(), False, 0
             self._counter = itertools.count(1)
             raise SessionExpiredError(
                 f"the session of client {old} expired (evicted from the replicas' client "
@@ -350,11 +355,11 @@ class Client(_Base):
     def execute(self, op: Any) -> Any:
         """Perform ``op`` on the replicated state machine and return its result."""
         with self._lock:
-            cmd = self._command(op)
+            self._validate(op)
             opening = self._open_command()
             if opening is not None:
                 self._submit(opening, None)
-            return self._submit(cmd, self._begin(op))
+            return self._submit(self._command(op), self._begin(op))
 
     def retry(self) -> Any:
         """Try again the command of the last :class:`OutcomeUnknownError`, with the same
@@ -437,11 +442,11 @@ class AsyncClient(_Base):
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            cmd = self._command(op)
+            self._validate(op)
             opening = self._open_command()
             if opening is not None:
                 await self._submit(opening, None)
-            return await self._submit(cmd, self._begin(op))
+            return await self._submit(self._command(op), self._begin(op))
 
     async def retry(self) -> Any:
         """Try again the command of the last :class:`OutcomeUnknownError`, with the same

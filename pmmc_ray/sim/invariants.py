@@ -36,6 +36,8 @@ proposed, accepted and decided, so it can check properties no single process can
       restarts too (paper 4.2: a collected slot is decided, not empty).
   G2  when an acceptor collects below s, some replica of the current configuration holds
       every slot below s on its disk: collected slots can always be recovered.
+  X1  exactly once, checked on the reference itself with memory the bounded client table
+      does not have: no write is performed twice, none after a decision rejected it.
 
 A violation is recorded with the step that caused it; the simulator stops the run.
 """
@@ -94,7 +96,9 @@ class InvariantChecker:
         self.digest_at: dict[int, str] = {}
         self.chosen_in: dict[int, int] = {}  # slot -> epoch that chose it (E1)
         self.ref_app = app_factory()
-        self.ref_table: dict[str, int] = {}  # client -> last command id, LRU order
+        self.ref_table: dict[str, tuple[int, int]] = {}  # client -> (session, last), LRU
+        self.performed_keys: set[tuple[str, int]] = set()  # X1
+        self.rejected_keys: set[tuple[str, int]] = set()
         self.max_sessions = max_sessions
         self.ref_slot = 1
         self.ref_at: dict[int, str] = {1: self._state_hash(self.ref_app, {})}
@@ -326,36 +330,52 @@ class InvariantChecker:
     # --- reference state machine (R3) -------------------------------------------------------
 
     @staticmethod
-    def _state_hash(app: StateMachine, table: dict[str, int]) -> str:
+    def _state_hash(app: StateMachine, table: dict[str, tuple[int, int]]) -> str:
         h = hashlib.blake2b(app.snapshot(), digest_size=16)
         h.update(repr(sorted(table.items())).encode())
         return h.hexdigest()
 
     def _advance_reference(self, upto: int) -> None:
         """The reference: the spec of exactly-once with sessions, written independently of
-        the replica. A session opens with OpenSession; a command of a client without one
-        changes nothing; every command of a session makes it the most recently used; the
-        least recently used session goes beyond ``max_sessions``."""
+        the replica. OpenSession decided in slot s opens a session of identity s (a live
+        one keeps its identity); a command is performed only if it names its client's
+        live session and is newer than its last; every command of the live session makes
+        it the most recently used; beyond ``max_sessions`` the least recently used goes.
+
+        X1 checks the spec itself, with memory the table does not have: no write is ever
+        performed twice, and none is performed after a decision rejected it (its client
+        never uses that id again)."""
         table = self.ref_table
         while self.ref_slot < upto and self.ref_slot in self.decided:
-            for c in self.decided[self.ref_slot].commands:
-                last = table.pop(c.client_id, None)
+            slot = self.ref_slot
+            for c in self.decided[slot].commands:
+                cur = table.get(c.client_id)
                 if isinstance(c.op, OpenSession):
-                    table[c.client_id] = c.command_id if last is None else last
+                    table.pop(c.client_id, None)
+                    table[c.client_id] = cur if cur is not None else (slot, 0)
                     while len(table) > self.max_sessions:
                         del table[next(iter(table))]
                     continue
-                if last is None:
-                    continue  # no session: rejected
-                table[c.client_id] = last
-                if last >= c.command_id:
+                if cur is None or cur[0] != c.session:
+                    self.rejected_keys.add(c.key)
+                    continue  # no live session of that identity: rejected
+                table.pop(c.client_id)
+                table[c.client_id] = cur
+                if cur[1] >= c.command_id:
                     continue  # performed before: exactly once
                 if not isinstance(c.op, Reconfigure):
                     try:
                         self.ref_app.apply(c.op)
                     except InvalidOperation:
                         pass
-                table[c.client_id] = c.command_id
+                read = not isinstance(c.op, Reconfigure) and self.ref_app.is_read_only(c.op)
+                if not read:
+                    if c.key in self.performed_keys:
+                        self.fail(f"X1: {c.key} is performed a second time (slot {slot})")
+                    if c.key in self.rejected_keys:
+                        self.fail(f"X1: {c.key} is performed after it was rejected (slot {slot})")
+                    self.performed_keys.add(c.key)
+                table[c.client_id] = (cur[0], c.command_id)
             self.ref_slot += 1
             self.ref_at[self.ref_slot] = self._state_hash(self.ref_app, self.ref_table)
 
@@ -364,7 +384,7 @@ class InvariantChecker:
         want = self.ref_at.get(r.slot_out)
         if want is None:
             return  # some slot below is not known as decided: R2 reports it
-        table = {c: cid for c, (cid, _) in r.client_table.items()}
+        table = {c: (sid, cid) for c, (sid, cid, _) in r.client_table.items()}
         if self._state_hash(r.app, table) != want:
             self.fail(
                 f"R3: {pid} at slot_out {r.slot_out} holds a state no in-order, exactly-once replay gives"

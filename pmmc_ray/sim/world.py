@@ -247,12 +247,13 @@ class _SimClient:
         self.sessions = 1
         self.session = f"{cid}~1"  # the client id its commands carry
         self.opened = False
+        self.sid = 0  # the session identity the log gave it
 
     def next_op(self, now: int) -> ClientOp:
         keys = [f"k{i}" for i in range(self.params.keys)]
         k = self.rng.choice(keys)
         kind = self.rng.choices(["get", "put", "append", "cas", "delete"], [30, 25, 25, 12, 8])[0]
-        tag = f"{self.id}.{self.next_id}"
+        tag = f"{self.session}.{self.next_id}"  # unique across its sessions
         if kind == "get":
             op: tuple = ("get", k)
         elif kind == "put":
@@ -273,6 +274,7 @@ class _SimClient:
         self.sessions += 1
         self.session = f"{self.id}~{self.sessions}"
         self.opened = False
+        self.sid = 0
         self.next_id = 1
 
 
@@ -318,6 +320,7 @@ class Simulation:
         self.admin_pending: ClientOp | None = None
         self.admin_session = "admin~1"
         self.admin_opened = False
+        self.admin_sid = 0
         self._next_id = {"replica": 0, "leader": 0, "acceptor": 0}
         self.faulty = True
 
@@ -583,7 +586,7 @@ class Simulation:
             self._send(c.session, dst, Request(Command(c.session, 0, OpenSession())))
             return
         self._log(f"{c.session} request {op.command_id} {op.op!r} -> {dst}")
-        self._send(c.session, dst, Request(Command(c.session, op.command_id, op.op)))
+        self._send(c.session, dst, Request(Command(c.session, op.command_id, op.op, c.sid)))
 
     def _client_next(self, cid: str) -> None:
         c = self.clients[cid]
@@ -612,7 +615,7 @@ class Simulation:
             return  # for an earlier session
         if msg.command_id == 0:
             if not c.opened:
-                c.opened = True
+                c.opened, c.sid = True, int(msg.result)
                 self._log(f"{c.session} session open")
                 if c.current is not None:
                     self._client_send(cid, c.current)
@@ -671,9 +674,18 @@ class Simulation:
         if role == "leader":
             return True  # it comes back with a fresh ballot identity
         if role == "replica":
-            # The state survives the loss of a replica's disk only if another has it.
+            # The state survives the loss of a replica's disk only if another replica
+            # holds all of it: every slot the acceptors may have collected (a replica
+            # still catching up does not; losing this disk then is a second failure).
             cfg = self._current_config()
-            return any(self._has_state(r) for r in cfg.replicas if r != pid)
+            mark = max(self.checker.collected.values(), default=1)
+            return any(
+                self._has_state(r)
+                and r not in self.disk_lost
+                and self.checker.durable_slot_out.get(r, 1) >= mark
+                for r in cfg.replicas
+                if r != pid
+            )
         return False  # an acceptor without its disk must not vote again: not simulated
 
     def _can_crash(self, pid: str) -> bool:
@@ -780,7 +792,7 @@ class Simulation:
         if not self.admin_opened:
             self._send(sid, dst, Request(Command(sid, 0, OpenSession())))
         else:
-            self._send(sid, dst, Request(Command(sid, cmd_id, self._admin_op)))
+            self._send(sid, dst, Request(Command(sid, cmd_id, self._admin_op, self.admin_sid)))
         self._schedule(self.params.client_retry, "admin_retry", cmd_id)
 
     def _admin_receive(self, msg: Response) -> None:
@@ -789,7 +801,7 @@ class Simulation:
         op = self.admin_pending
         if msg.command_id == 0:
             if not self.admin_opened:
-                self.admin_opened = True
+                self.admin_opened, self.admin_sid = True, int(msg.result)
                 if op is not None:
                     self._admin_send(op.command_id)
             return
@@ -799,7 +811,7 @@ class Simulation:
         self._log(f"admin reconfigured: epoch {msg.result} {msg.error or ''}")
         if msg.error == SESSION_EXPIRED:
             n = int(self.admin_session.split("~")[1]) + 1
-            self.admin_session, self.admin_opened = f"admin~{n}", False
+            self.admin_session, self.admin_opened, self.admin_sid = f"admin~{n}", False, 0
         self.admin_pending = None
         if self.faulty:
             self._schedule(self.rng.randint(200, 1200), "nemesis_reconfig", None)
@@ -932,7 +944,7 @@ class _ForgetfulTable(dict):
     is performed twice."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, (0, value[1]))
+        super().__setitem__(key, (value[0], 0, value[2]))
 
 
 class _NoPersistReplica(Replica):
