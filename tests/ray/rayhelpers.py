@@ -118,7 +118,9 @@ def run_disturbed_workload(
 
     ops = recorder.operations()
     done = [o for o in ops if o.ret is not None]
-    assert len(done) >= 10, f"too few operations completed: {len(done)} of {len(ops)}"
+    # A safety test: how many operations a loaded machine completes in 3.5 s varies;
+    # that the store serves again is shown by the final read below.
+    assert done, f"no operation completed: {len(ops)} started"
 
     reader = dep.client(timeout_s=30, recorder=recorder)
     final = reader.get(f"{prefix}-log") or ""

@@ -30,7 +30,12 @@ def test_acceptor_state_survives_restart(dep, client):
     after = wait_restarted(dep, "acceptor-0", before["pid"])
     assert after["restarts"] >= 1
     assert after["ballot_num"] == before["ballot_num"]
-    assert after["epochs"] == before["epochs"]
+    # Garbage collection may move on meanwhile (paper 4.2): the mark only grows, and
+    # what is kept is what was accepted above it.
+    b, a = before["epochs"]["0"], after["epochs"]["0"]
+    assert a["ballot_num"] == b["ballot_num"]
+    assert a["collected_below"] >= b["collected_below"]
+    assert a["accepted"] <= b["accepted"] or a["collected_below"] == b["collected_below"]
     assert "refusing" not in after
     assert client.get("k4") == "4"
 

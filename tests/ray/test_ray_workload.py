@@ -14,7 +14,8 @@ def test_workload_with_leader_kill_is_linearizable_and_replicas_agree(make_deplo
     dep = make_deployment("workload")
     # the initial election may still be running right after deploy
     assert active_leader(dep, wait_s=20.0) is not None
-    res = run_workload(dep, clients=3, duration_s=6.0, keys=5, kill_leader=True, seed=1)
+    # 12 s: every client opens its session first, and the leader is killed halfway
+    res = run_workload(dep, clients=3, duration_s=12.0, keys=5, kill_leader=True, seed=1)
     out = res.to_dict()
     assert res.killed is not None and res.killed.startswith("leader-")
     assert res.ops_ok > 0 and out["throughput_ops_per_s"] > 0
