@@ -10,6 +10,7 @@ its ``answer`` function returns: a :class:`Response`, an exception to raise, or
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +51,15 @@ class FakeReplica:
         return "pong"
 
 
+_slots = itertools.count(1)
+
+
 def performs(cmd: Command) -> Response:
-    """A replica that performs everything: a put's result, None; a get, "v"."""
+    """A replica that performs everything: an OpenSession's result, the session's
+    identity (the slot that decided it, as a real replica answers); a put's, None; a
+    get's, "v"."""
     if isinstance(cmd.op, OpenSession):
-        return Response(cmd.client_id, cmd.command_id)
+        return Response(cmd.client_id, cmd.command_id, next(_slots))
     return Response(cmd.client_id, cmd.command_id, "v" if cmd.op[0] == "get" else None)
 
 
