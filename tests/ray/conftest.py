@@ -32,7 +32,11 @@ def ray_session() -> Iterator[Any]:
     with socket.socket() as sock:  # a free loopback port for the Prometheus exporter
         sock.bind(("127.0.0.1", 0))
         metrics_port = sock.getsockname()[1]
+    # address="local": always a new private instance, never a Ray found through
+    # RAY_ADDRESS or /tmp/ray/ray_current_cluster (a cluster another job left running).
+    os.environ.pop("RAY_ADDRESS", None)
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         namespace="pmmc-tests",

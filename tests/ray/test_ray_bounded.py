@@ -13,11 +13,12 @@ from rayhelpers import active_leader, delete_storage, status_of, wait_restarted
 pytestmark = pytest.mark.ray
 
 BIG = 400_000  # bytes per value
+CHUNK = 256 << 10  # state transfer chunk: the 1.6 MB state moves in 7 chunks
 
 
 @pytest.fixture(scope="module")
 def dep(make_deployment):
-    return make_deployment("bounded", snapshot_every=5)
+    return make_deployment("bounded", snapshot_every=5, state_chunk=CHUNK)
 
 
 def _reset_stats(dep):
@@ -88,7 +89,10 @@ def test_a_replica_without_its_disk_gets_the_state_once(dep):
         time.sleep(0.2)
     sent = status_of(dep, peer)["payload_bytes"].get("StateChunk", 0)
     print(f"state {state} B; the peer sent {sent} B of StateChunk")
-    assert state <= sent < 1.5 * state  # once, in chunks: not three full copies
+    # Once, in chunks: on a busy machine a chunk the receiver waited 3 ticks for is
+    # asked again (and may then come twice), so allow a few chunks more; two full copies
+    # (the answer to a re-sent StateRequest) would fail.
+    assert state <= sent <= state + 3 * CHUNK < 2 * state
     assert kv.get("before-disk-loss") == "ok"
 
 
