@@ -274,7 +274,7 @@ def make_schedule(
             targets = (f"{role}:{one_of(which, 'which-' + role)}",)
             method = alternate("kill-role-" + role)
         elif kind == "kill-several":
-            variant = nth(kind) % 3
+            variant = nth("variant-" + kind) % 3
             a = rng.randrange(n_acc)
             r = rng.randrange(n_rep)
             if variant == 0:  # the leader's process group, as if its node lost power
@@ -1186,8 +1186,9 @@ def run_chaos(
             if rec.skipped:
                 say(f"t={now:6.1f}s  #{rec.index} {rec.kind}: SKIPPED ({rec.skipped})")
             else:
+                at = rec.start_s if rec.start_s is not None else now
                 say(
-                    f"t={now:6.1f}s  #{rec.index} {rec.kind} {', '.join(rec.targets)}"
+                    f"t={at:6.1f}s  #{rec.index} {rec.kind} {', '.join(rec.targets)}"
                     + (f" via {rec.method}" if rec.method else "")
                     + (f" (waited {rec.settle_s:.1f}s for members)" if rec.settle_s > 1 else "")
                 )

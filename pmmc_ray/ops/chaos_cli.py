@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     if not schedule:
         return _err("--duration is too short for any fault (at least ~20 s)")
 
+    if not args.address:
+        # Before ray is imported: it reads these when its constants are loaded.
+        _ray_env_for_local_run()
     out_dir = Path(args.out or f"results/chaos-seed{args.seed}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "schedule.txt").write_text("\n".join(describe(f) for f in schedule) + "\n")
@@ -164,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
                 "the nodes' processes (run without --address for a local multi-node cluster)"
             )
     else:
-        _ray_env_for_local_run()
         data_dir = tempfile.mkdtemp(prefix="pmmc-chaos-")
         cfg = cfg.model_copy(update={"data_dir": data_dir})
         if args.nodes >= 2:

@@ -198,7 +198,7 @@ def _charts(summary: dict[str, Any]) -> str:
         if u:
             svg.append(
                 f'<rect x="{ch.x(t):.1f}" y="{y1(u):.1f}" width="{bw:.1f}" '
-                f'height="{top1 + CHART_H - y1(u):.1f}" fill="#000" fill-opacity="0.55">'
+                f'height="{top1 + CHART_H - y1(u):.1f}" fill="#000" fill-opacity="0.5">'
                 f"<title>t={t}s: {u} operations with unknown outcome</title></rect>"
             )
     svg.append(_polyline(ch, ts, [float(v) for v in ops], y1, "#2ca02c"))
