@@ -80,6 +80,7 @@ KINDS: tuple[str, ...] = (
     "pause",
     "node-kill",
     "disk-loss",
+    "failover-lagging-replica",
 )
 """Every kind of fault episode (see :data:`KIND_HELP`)."""
 
@@ -97,6 +98,11 @@ KIND_HELP: dict[str, str] = {
     "pause": "one actor's process stopped (SIGSTOP) and resumed (SIGCONT): the slow node",
     "node-kill": "a whole worker node killed hard (a fresh node joins after it)",
     "disk-loss": "a worker node killed with its disk: its acceptor is replaced through the log",
+    "failover-lagging-replica": (
+        "one replica cut off and lagging, the other replica cut off from the passive leader, "
+        "every acceptor restarted in turn, then the active leader killed: the new leader must "
+        "learn the decided slots from the acceptors (paper 2.4, pmax) and not from replicas"
+    ),
 }
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -104,6 +110,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "network": ("drop", "delay", "duplicate", "partition-leader", "partition-acceptors"),
     "pause": ("pause",),
     "node": ("node-kill", "disk-loss"),
+    "combined": ("failover-lagging-replica",),
     "all": KINDS,
 }
 """Names accepted by ``--faults`` besides the kinds themselves."""
@@ -187,20 +194,30 @@ def describe(f: Fault) -> str:
     return "  ".join(parts)
 
 
-_GAP_S = {"kill": (3.0, 5.0), "network": (3.0, 5.0), "pause": (3.0, 5.0), "node": (8.0, 12.0)}
+_GAP_S = {
+    "kill": (3.0, 5.0),
+    "network": (3.0, 5.0),
+    "pause": (3.0, 5.0),
+    "node": (8.0, 12.0),
+    "combined": (4.0, 6.0),
+}
 
 
 def _group_of(kind: str) -> str:
-    return next(g for g in ("kill", "network", "pause", "node") if kind in GROUPS[g])
+    return next(g for g in _GAP_S if kind in GROUPS[g])
 
 
-def _kill_roles(targets: Iterable[str], replicas: int) -> list[str]:
+LAGGING = "failover-lagging-replica"
+
+
+def _kill_roles(targets: Iterable[str], replicas: int, acceptors: int = 3) -> list[str]:
     out: list[str] = []
     for t in targets:
         role, _, which = t.partition(":")
         if role == "node":
             continue
-        out += [role] * (replicas if which == "*" else 1)
+        many = replicas if role == "replica" else acceptors
+        out += [role] * (many if which == "*" else 1)
     return out
 
 
@@ -310,10 +327,16 @@ def make_schedule(
             targets = ("node:leader:active",)
         elif kind == "disk-loss":
             targets = (f"node:acceptor:{rng.randrange(n_acc)}",)
+        elif kind == "failover-lagging-replica":
+            targets = (f"replica:{n_rep - 1}", "acceptor:*", "leader:active")
+            targets += ("scout:active", "commander:active")
+            method = alternate(kind)
+            dur = 15.0  # an estimate: each acceptor is killed once the previous one is back
         else:  # pragma: no cover - expand_kinds rejects it
             raise ValueError(kind)
-        for role in _kill_roles(targets, n_rep) if kind.startswith("kill-") else ():
-            killed[role] += 1
+        if kind.startswith("kill-") or kind == LAGGING:
+            for role in _kill_roles(targets[1:] if kind == LAGGING else targets, n_rep, n_acc):
+                killed[role] += 1
         return Fault(idx, round(t, 1), kind, targets, method, dur, tuple(params))
 
     while True:
@@ -335,12 +358,13 @@ def make_schedule(
             return out
 
 
-def planned_kills(schedule: Iterable[Fault], replicas: int = 2) -> dict[str, int]:
+def planned_kills(schedule: Iterable[Fault], replicas: int = 2, f: int = 1) -> dict[str, int]:
     """Actor kills per role that ``schedule`` plans (node faults not counted)."""
     counts = dict.fromkeys(ROLES, 0)
-    for f in schedule:
-        if f.kind.startswith("kill-"):
-            for role in _kill_roles(f.targets, replicas):
+    for fault in schedule:
+        if fault.kind.startswith("kill-") or fault.kind == LAGGING:
+            targets = fault.targets[1:] if fault.kind == LAGGING else fault.targets
+            for role in _kill_roles(targets, replicas, 2 * f + 1):
                 counts[role] += 1
     return counts
 
@@ -804,7 +828,7 @@ class Nemesis:
         self.rng = random.Random(f"pmmc-chaos/{seed}/nemesis")
         self.local_ip = ray.util.get_node_ip_address()
         self.paused: set[int] = set()
-        self.head_node_id = ray.get_runtime_context().get_node_id()
+        self.work: Workload | None = None  # for the lagging replica's own clients
 
     # --- views ----------------------------------------------------------------------------
 
@@ -868,6 +892,8 @@ class Nemesis:
             self._pause(fault, rec, view, t0, probes)
         elif fault.kind in ("node-kill", "disk-loss"):
             self._node(fault, rec, view, t0, probes)
+        elif fault.kind == LAGGING:
+            self._lagging_failover(fault, rec, view, t0, probes)
         else:  # pragma: no cover
             raise ValueError(fault.kind)
 
@@ -908,6 +934,140 @@ class Nemesis:
         rec.killed_active_leader = view.active in names
         rec.start_s = rec.end_s = round(start - t0, 3)
         probes.fire(rec, start, t0)
+
+    def _kill_and_wait(self, name: str, method: str, timeout_s: float = 60.0) -> bool:
+        """Kill ``name`` and wait until it answers again from a new process."""
+        w = self._where([name]).get(name)
+        if w is None:
+            return False
+        if method == "sigkill" and w.get("node_ip") == self.local_ip:
+            try:
+                os.kill(int(w["pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            self.dep.kill(name, restart=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = self._where([name]).get(name)
+            if now is not None and now["pid"] != w["pid"]:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _lagging_failover(
+        self, fault: Fault, rec: FaultRecord, view: View, t0: float, probes: Probes
+    ) -> None:
+        """The other replicas cannot reach the active leader's rival, and the lagging
+        replica cannot reach the active leader; 2 s later the lagging replica hears nothing
+        any more either (so it stops at slots whose proposals the rival never received
+        from anyone else), and clients of its own make it propose into them, to the rival
+        only. Every acceptor restarts in turn (a majority always up), then the active
+        leader is killed, and cut off once it is back. The rival takes over holding the lagging replica's proposals for
+        slots that are long decided: it must take their values from the acceptors' votes
+        (pmax), never its own proposals. Acceptors that forgot their votes on restart let
+        it decide those slots again with other commands: the replicas diverge."""
+        from ..runtime.client import Client, outcome_of
+
+        lag = resolve(fault.targets[0], view)[0]
+        main = [r for r in view.replicas if r != lag]
+        active = view.active if view.active in view.leaders else None
+        rivals = [x for x in view.leaders if x != active]
+        if not main or active is None or not rivals:
+            rec.skipped = "needs two replicas, two leaders and an active leader"
+            return
+        num = active.removeprefix("leader-")
+        group = [active, f"scout-{num}", f"commander-{num}"]
+        first = [[m, r] for m in main for r in rivals] + [[lag, active]]
+        blocked = first + [[o, lag] for o in self.dep.names() if o != lag]
+        rec.targets = [lag, *view.acceptors, active]
+        work = self.work
+        stop = threading.Event()
+
+        def lagging_client(i: int) -> None:
+            # Requests that reach the lagging replica, so it proposes into old slots.
+            assert work is not None
+            c = Client(
+                self.dep.config,
+                timeout_s=8.0,
+                recorder=work.recorder,
+                client_id=f"chaos-lag-{rec.index}-{i}",
+                replicas=[lag],
+            )
+            n = 0
+            while not stop.is_set():
+                n += 1
+                op = ("put", f"{work.prefix}-lag{rec.index}-{i}", str(n))
+                call = time.monotonic()
+                try:
+                    c.execute(op)
+                    work._note(call, time.monotonic(), "put", "ok")
+                except Exception as e:
+                    work._note(call, None, "put", outcome_of(e))
+
+        threads = [
+            threading.Thread(target=lagging_client, args=(i,), daemon=True) for i in range(2)
+        ]
+        start = time.monotonic()
+        self._set_faults(rec, blocked=first)
+        rec.start_s = round(start - t0, 3)
+        try:
+            time.sleep(2.0)
+            self._set_faults(rec, blocked=blocked)
+            for th in threads:
+                th.start()
+            time.sleep(1.5)
+            rec.notes.append("cut off: " + self._positions([lag, *main], rivals))
+            for a in view.acceptors:
+                if self._kill_and_wait(a, fault.method):
+                    rec.killed.append(a)
+                else:
+                    rec.notes.append(f"{a} did not come back within 60s")
+                time.sleep(0.3)
+            killed_at = time.monotonic()
+            for n in group:
+                if self._kill_and_wait(n, fault.method):
+                    rec.killed.append(n)
+            rec.notes.append(
+                f"{active} killed at t={killed_at - t0:.1f}s while {', '.join(main)} could not "
+                f"reach {', '.join(rivals)} (not in the leader-kill figures); it stays cut "
+                "off once restarted, so that a rival takes over"
+            )
+            others = [o for o in self.dep.names() if o not in group]
+            blocked += [[g, o] for g in group for o in others]
+            blocked += [[o, g] for g in group for o in others]
+            self._set_faults(rec, blocked=blocked)  # the restarted actors start without it
+            time.sleep(4.0)
+            rec.notes.append("before the heal: " + self._positions([lag, *main], view.leaders))
+        finally:
+            self._set_faults(rec)
+            healed = time.monotonic()
+            rec.end_s = round(healed - t0, 3)
+            stop.set()
+            probes.fire(rec, healed, t0)
+            rec.notes.append("next write measured from the heal")
+            for th in threads:
+                if th.is_alive() or th.ident is not None:
+                    th.join(timeout=15.0)
+
+    def _positions(self, replicas: list[str], leaders: list[str]) -> str:
+        """Where replicas and leaders stand (for the record of an episode)."""
+        out = []
+        for n, st in self.dep._gather("status", 5.0, names=[*replicas, *leaders]).items():
+            if not isinstance(st, dict) or "error" in st:
+                out.append(f"{n} not answering")
+            elif n in replicas:
+                out.append(
+                    f"{n} slot_out {st.get('slot_out')} proposals {st.get('proposals')} "
+                    f"digest {str(st.get('digest'))[:8]}"
+                )
+            else:
+                ep = (st.get("epochs") or {}).get("0") or {}
+                out.append(
+                    f"{n} {'active' if ep.get('active') else 'passive'} ballot "
+                    f"{ep.get('ballot')} proposals {ep.get('proposals')}"
+                )
+        return "; ".join(out)
 
     def _lossy(self, fault: Fault, rec: FaultRecord, t0: float, probes: Probes) -> None:
         kw = {k: v for k, v in fault.params}
@@ -1163,6 +1323,7 @@ def run_chaos(
     nem = Nemesis(dep, cluster=cluster, say=say, seed=seed)
     probes = Probes(dep, recorder, prefix)
     work = Workload(dep, recorder, clients=clients, seed=seed, prefix=prefix)
+    nem.work = work
     res.faults = [
         FaultRecord(f.index, f.kind, f.at_s, f.method, params=dict(f.params)) for f in schedule
     ]

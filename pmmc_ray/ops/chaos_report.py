@@ -18,7 +18,13 @@ from typing import Any
 
 __all__ = ["render_html", "write_report"]
 
-COLORS = {"kill": "#d62728", "network": "#1f77b4", "pause": "#ff7f0e", "node": "#9467bd"}
+COLORS = {
+    "kill": "#d62728",
+    "network": "#1f77b4",
+    "pause": "#ff7f0e",
+    "node": "#9467bd",
+    "combined": "#8c564b",
+}
 _GROUP = {
     "drop": "network",
     "delay": "network",
@@ -28,6 +34,7 @@ _GROUP = {
     "pause": "pause",
     "node-kill": "node",
     "disk-loss": "node",
+    "failover-lagging-replica": "combined",
 }
 
 W, LEFT, RIGHT = 1100, 60, 20
