@@ -331,7 +331,7 @@ def make_schedule(
             targets = (f"replica:{n_rep - 1}", "acceptor:*", "leader:active")
             targets += ("scout:active", "commander:active")
             method = alternate(kind)
-            dur = 15.0  # an estimate: each acceptor is killed once the previous one is back
+            dur = 18.0  # an estimate: each acceptor is killed once the previous one is back
         else:  # pragma: no cover - expand_kinds rejects it
             raise ValueError(kind)
         if kind.startswith("kill-") or kind == LAGGING:
@@ -963,10 +963,13 @@ class Nemesis:
         any more either (so it stops at slots whose proposals the rival never received
         from anyone else), and clients of its own make it propose into them, to the rival
         only. Every acceptor restarts in turn (a majority always up), then the active
-        leader is killed, and cut off once it is back. The rival takes over holding the lagging replica's proposals for
-        slots that are long decided: it must take their values from the acceptors' votes
-        (pmax), never its own proposals. Acceptors that forgot their votes on restart let
-        it decide those slots again with other commands: the replicas diverge."""
+        leader is killed, and cut off once it is back. The rival takes over holding the
+        lagging replica's proposals for slots that are long decided: it must take their
+        values from the acceptors' votes (pmax), never its own proposals. Everything but
+        the replicas' messages to the lagging one is healed first, for 3 s, so that it
+        learns those slots from the new leader rather than from its peers. Acceptors that
+        forgot their votes on restart let the new leader decide those slots again with
+        other commands: the replicas diverge."""
         from ..runtime.client import Client, outcome_of
 
         lag = resolve(fault.targets[0], view)[0]
@@ -1039,6 +1042,10 @@ class Nemesis:
             self._set_faults(rec, blocked=blocked)  # the restarted actors start without it
             time.sleep(4.0)
             rec.notes.append("before the heal: " + self._positions([lag, *main], view.leaders))
+            # Heal the leaders first: the lagging replica learns the old slots from the
+            # new leader (through the acceptors' votes) before its peers can tell it.
+            self._set_faults(rec, blocked=[[m, lag] for m in main])
+            time.sleep(3.0)
         finally:
             self._set_faults(rec)
             healed = time.monotonic()

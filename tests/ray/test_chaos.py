@@ -3,10 +3,11 @@
 Two runs of the same seeded schedule: the build as it is passes every check, and a build
 broken on purpose (acceptors that never persist: ``PMMC_RAY_INJECT_BUG=
 acceptor-no-persist``, read only by the actor host, test only) is caught. The schedule
-holds kills, network faults, pauses and the ``failover-lagging-replica`` episode, which
-makes a new leader depend on the acceptors' votes for slots decided long before: with
-acceptors that forgot them on restart it decides those slots again with other commands,
-and the replicas diverge.
+(seed 5) kills the active leader twice and holds one ``failover-lagging-replica``
+episode, which restarts every acceptor in turn and then makes a new leader depend on
+the acceptors' votes for slots decided long before: with acceptors that forgot them on
+restart it decides those slots again with other commands, and the replicas diverge. A
+chaos run with every kind of fault runs in CI (``.ci/run``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pytest
 
 pytestmark = pytest.mark.ray
 
-SCHEDULE = ["--seed", "3", "--duration", "45", "--nodes", "1", "--clients", "3"]
-SCHEDULE += ["--faults", "kill-leader,kill-acceptors,pause,drop,failover-lagging-replica"]
+SCHEDULE = ["--seed", "5", "--duration", "45", "--nodes", "1", "--clients", "3"]
+SCHEDULE += ["--faults", "kill-leader,failover-lagging-replica"]
 
 
 def _chaos(tmp_path, name: str, bug: str | None) -> tuple[int, dict, str]:
@@ -64,7 +65,7 @@ def test_a_short_chaos_run_passes_every_check(tmp_path):
     assert v["replicas_converged"] and v["roles_alive"]
     assert all(c["applied"] == c["planned"] for c in s["faults_by_kind"].values())
     assert "failover-lagging-replica" in s["faults_by_kind"]
-    assert s["kills_by_role"]["acceptor"] >= 3 and s["kills_by_role"]["leader"] >= 2
+    assert s["kills_by_role"]["acceptor"] >= 3 and s["kills_by_role"]["leader"] >= 3
     assert s["recovery"]["leader_kill_to_next_write_s"]["n"] >= 1
     assert s["acknowledged_appends"] > 0
 
