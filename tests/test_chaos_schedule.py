@@ -185,3 +185,14 @@ def test_fault_records_and_schedules_are_json_ready():
     back = json.loads(json.dumps(s))
     assert back["schedule"][0] == make_schedule(1, 60)[0].to_dict()
     assert isinstance(Fault(0, 1.0, "drop", params=(("drop", 0.1),)).param("drop"), float)
+
+
+def test_the_timeline_alone_is_a_standalone_svg(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from pmmc_ray.ops.chaos_report import write_report
+
+    page = write_report(_result().to_dict(), tmp_path / "report.html")
+    root = ET.parse(page.parent / "timeline.svg").getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.find("{http://www.w3.org/2000/svg}style") is not None

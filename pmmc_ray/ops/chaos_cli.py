@@ -108,6 +108,22 @@ def _start_cluster(nodes: int, namespace: str) -> tuple[Any, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return _run(args)
+    # --json: stdout holds only the summary. Ray and its processes write to file
+    # descriptor 1 too, so it points at stderr until the summary is printed.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        return _run(args, json_out=saved)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
     from .chaos import describe, expand_kinds, make_schedule, planned_kills
 
     if args.duration <= 0 or args.clients < 1 or args.nodes < 1:
@@ -212,10 +228,12 @@ def run(args: argparse.Namespace) -> int:
     summary = res.to_dict()
     _write_json(str(out_dir / "summary.json"), summary)
     report = write_report(summary, out_dir / "report.html")
-    if args.json:
-        print(json.dumps(summary, indent=2))
+    if json_out is not None:
+        sys.stdout.flush()
+        with os.fdopen(os.dup(json_out), "w") as real_stdout:
+            real_stdout.write(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, say)
-    say(f"wrote {out_dir}/summary.json, {report}, {out_dir}/history.jsonl, schedule.txt")
+    say(f"wrote {report}, timeline.svg, summary.json, history.jsonl and schedule.txt")
     if not res.ok:
         say(
             f"replay: pmmc-ray chaos --seed {args.seed} --duration {args.duration:g} "

@@ -16,7 +16,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_html", "write_report"]
+__all__ = ["render_html", "render_timeline_svg", "write_report"]
+
+_SVG_STYLE = (
+    "<style>.grid{stroke:#e6e6e6;stroke-width:1}.frame{fill:none;stroke:#999}"
+    ".tick{font-size:10px;fill:#555;font-family:sans-serif}"
+    ".ctitle{font-size:11.5px;fill:#333;font-family:sans-serif}"
+    "text{font-family:sans-serif}</style>"
+)
 
 COLORS = {
     "kill": "#d62728",
@@ -182,6 +189,8 @@ def _charts(summary: dict[str, Any]) -> str:
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h:.0f}" '
         f'viewBox="0 0 {W} {total_h:.0f}" role="img" aria-label="throughput and latency">',
+        _SVG_STYLE,
+        f'<rect x="0" y="0" width="{W}" height="{total_h:.0f}" fill="#fff"/>',
         *labels,
     ]
     # Throughput.
@@ -244,6 +253,11 @@ def _charts(summary: dict[str, Any]) -> str:
     svg.append(f'<rect x="{LEFT}" y="{top2}" width="{PLOT_W}" height="{CHART_H}" class="frame"/>')
     svg.append("</svg>")
     return "\n".join(svg)
+
+
+def render_timeline_svg(summary: dict[str, Any]) -> str:
+    """Only the timeline (throughput and latency with the faults), as a standalone SVG."""
+    return _charts(summary)
 
 
 def _table(head: list[str], rows: list[list[Any]], cls: str = "") -> str:
@@ -424,8 +438,10 @@ def render_html(summary: dict[str, Any]) -> str:
 
 
 def write_report(summary: dict[str, Any], path: str | Path) -> Path:
-    """Write :func:`render_html` of ``summary`` to ``path``; return the path."""
+    """Write :func:`render_html` of ``summary`` to ``path``, and the timeline alone next
+    to it as ``timeline.svg``; return the page's path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(render_html(summary), encoding="utf-8")
+    (p.parent / "timeline.svg").write_text(render_timeline_svg(summary), encoding="utf-8")
     return p
