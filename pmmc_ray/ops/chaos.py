@@ -46,6 +46,7 @@ import statistics
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -258,8 +259,8 @@ def make_schedule(
         return counters[key] - 1
 
     def alternate(key: str) -> str:
-        # Both methods for every kind, starting with the one the seed picks.
-        return KILL_METHODS[(nth(key) + seed) % 2]
+        # Both methods for every kind, starting with the one the seed and kind pick.
+        return KILL_METHODS[(nth(key) + seed + zlib.crc32(key.encode())) % 2]
 
     def one_of(xs: tuple[str, ...], key: str) -> str:
         return xs[(nth(key) + seed) % len(xs)]
