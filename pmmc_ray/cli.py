@@ -7,7 +7,7 @@ import sys
 
 from . import gateway_cli, loadtest_cli, ray_cli
 from .check import lincheck_cli
-from .ops import nodeloss_cli, soak_cli
+from .ops import chaos_cli, nodeloss_cli, soak_cli
 from .sim import cli as sim_cli
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest_cli.add_parser(sub)
     soak_cli.add_parser(sub)
     nodeloss_cli.add_parser(sub)
+    chaos_cli.add_parser(sub)
     return parser
 
 
@@ -34,6 +35,7 @@ _COMMANDS = {
     "loadtest": loadtest_cli.run,
     "soak": soak_cli.run,
     "nodeloss": nodeloss_cli.run,
+    "chaos": chaos_cli.run,
 }
 _COMMANDS.update(
     {

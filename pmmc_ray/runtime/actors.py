@@ -96,6 +96,33 @@ def _storage_lost_advice(name: str, namespace: str) -> str:
     )
 
 
+INJECT_BUG_ENV = "PMMC_RAY_INJECT_BUG"
+INJECTABLE_BUGS = ("acceptor-no-persist",)
+"""TEST ONLY. Bugs the actor host injects on purpose when the environment variable
+``PMMC_RAY_INJECT_BUG`` holds exactly one of these names, so that a test can show the
+chaos checks catch a broken build (``tests/ray/test_chaos.py``). Never set it for a real
+deployment: ``acceptor-no-persist`` makes acceptors skip their durable records, so an
+acceptor that restarts has forgotten its promises and votes (paper 4.3), which can lose
+decided values. Every actor that sees it logs it at CRITICAL and reports it in
+``status()["injected_bug"]``; any other value is refused with an error in the log."""
+
+
+def _injected_bug(name: str) -> str | None:
+    raw = os.environ.get(INJECT_BUG_ENV)
+    if not raw:
+        return None
+    if raw not in INJECTABLE_BUGS:
+        log.error("%s: ignoring %s=%r: not one of %s", name, INJECT_BUG_ENV, raw, INJECTABLE_BUGS)
+        return None
+    log.critical(
+        "%s: INJECTED BUG %r from %s: TEST ONLY, this deployment is NOT safe",
+        name,
+        raw,
+        INJECT_BUG_ENV,
+    )
+    return raw
+
+
 _LOOKUP_RETRY_S = 0.5
 _CHECKPOINT_LOG_BYTES = 4 << 20
 """A replica checkpoints once its log since the last checkpoint holds more than this
@@ -268,6 +295,7 @@ class _Host:
         self.payload_bytes: dict[str, int] = {}
         self.dropped_messages = 0
         self.steps = 0
+        self.injected_bug = _injected_bug(name)
         if self.reconstructed:
             log.warning("%s restarted (restart #%s)", name, self.restarts)
             self.metrics.inc("pmmc_restarts", "actor reconstructions seen at startup")
@@ -406,6 +434,8 @@ class _Host:
 
     def _execute(self, effects: list) -> None:
         records = [e.record for e in effects if isinstance(e, Persist)]
+        if records and self.injected_bug == "acceptor-no-persist" and self.ROLE == "acceptor":
+            records = []  # TEST ONLY (INJECT_BUG_ENV): promises and votes never reach disk
         if records:
             assert self.storage is not None, f"{self.name} has no storage but persists"
             try:
@@ -599,6 +629,8 @@ class _Host:
             st["storage_bytes"] = self.storage.size_bytes()
         if self.storage_lost:
             st["storage_lost_at_start"] = True
+        if self.injected_bug is not None:
+            st["injected_bug"] = self.injected_bug
         if self.refusing is not None:
             st["refusing"] = self.refusing
         if self.role is not None:
