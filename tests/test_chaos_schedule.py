@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -196,3 +197,62 @@ def test_the_timeline_alone_is_a_standalone_svg(tmp_path):
     root = ET.parse(page.parent / "timeline.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert root.find("{http://www.w3.org/2000/svg}style") is not None
+
+
+def test_the_readme_timeline_is_what_the_renderer_makes_of_its_run():
+    """The README shows the timeline of a real 300 s run (seed 1); its summary is kept
+    next to it, and rendering that summary again gives the same picture."""
+    from pathlib import Path
+
+    from pmmc_ray.ops.chaos_report import render_timeline_svg
+
+    data = Path(__file__).parent / "data"
+    summary = json.loads((data / "chaos-seed1-summary.json").read_text())
+    assert summary["ok"] and summary["seed"] == 1 and summary["duration_s"] == 300
+    svg = (data / "chaos-seed1-timeline.svg").read_text()
+    assert render_timeline_svg(summary) == svg
+    assert all(f"#{f['index']} {f['kind']}" in svg for f in summary["faults"] if f["start_s"])
+
+
+def test_verdicts_a_check_that_did_not_run_or_decide_is_no_pass():
+    assert _result().ok and not _result().violations() and not _result().undecided
+    for field_name in ("replicas_converged", "roles_alive"):
+        for value in (None, False):
+            r = _result()
+            setattr(r, field_name, value)
+            assert r.violations() and not r.ok, (field_name, value)
+    r = _result()
+    r.linearizable = "unknown"
+    assert r.undecided and not r.ok and not r.violations()
+    r = _result()
+    r.linearizable = None
+    assert r.undecided and not r.ok
+    r = _result()
+    r.unfinished_clients = ["chaos-client-1"]
+    assert r.undecided and not r.ok
+    assert r.to_dict()["verdicts"]["undecided"] is True
+    r = _result()
+    r.linearizable, r.lin_detail = "not_linearizable", "key k"
+    assert any("not linearizable" in v for v in r.violations()) and not r.ok
+    r = _result()
+    r.lost_appends = ["t1"]
+    assert r.violations() == ["1 acknowledged appends lost"]
+
+
+def test_a_run_that_raises_is_no_verdict():
+    from pmmc_ray.ops.chaos_cli import EXIT_CRASHED, EXIT_UNDECIDED, EXIT_VIOLATION
+    from pmmc_ray.ops.chaos_cli import _run_chaos_or_none as guarded
+
+    said: list[str] = []
+
+    def boom(*_a, **_k):
+        raise RuntimeError("the cluster fell apart")
+
+    assert guarded(boom, say=said.append) is None
+    assert "the cluster fell apart" in said[0]
+    assert guarded(lambda *a, progress, **k: ("res", a, k), 1, say=said.append, x=2) == (
+        "res",
+        (1,),
+        {"x": 2},
+    )
+    assert len({EXIT_VIOLATION, EXIT_UNDECIDED, EXIT_CRASHED, 0, 2}) == 5

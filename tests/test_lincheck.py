@@ -278,6 +278,21 @@ def test_small_budget_on_hard_history_is_unknown_not_a_guess() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_an_undecided_key_does_not_hide_a_violation_on_another() -> None:
+    """The budget runs out on key k (the hard history); key z, checked after it, has a
+    stale read: the verdict is the violation, not "unknown"."""
+    stale = [
+        op("w", 300, 301, "put", "z", "new"),
+        op("r", 302, 303, "get", "z", result="old"),
+    ]
+    result = check([*_hard_history(), *stale], KV_MODEL, timeout=0.2)
+    assert result.verdict == NOT_LIN, result.explanation
+    assert "'z'" in result.explanation or "z" in result.partition
+    # without the violation, the same history is undecided (never a guess)
+    fine = [op("w", 300, 301, "put", "z", "new"), op("r", 302, 303, "get", "z", result="new")]
+    assert check([*_hard_history(), *fine], KV_MODEL, timeout=0.2).verdict == UNKNOWN
+
+
 # --------------------------------------------------------------------------- #
 # Parsers
 # --------------------------------------------------------------------------- #

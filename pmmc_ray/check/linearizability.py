@@ -620,42 +620,59 @@ def _failure_details(
     return prefix, blocking, text
 
 
+UNDECIDED_GRACE_S = 0.5
+"""Search time each partition still gets after the budget ran out on an earlier one."""
+
+
 def check(ops: Sequence[Operation], model: Model, timeout: float | None = None) -> LinResult:
     """Check whether the history ``ops`` is linearizable with respect to ``model``.
 
     ``timeout`` is a wall-clock budget in seconds for the whole check (None: no
     limit); when it runs out the verdict is "unknown", never a guess.  Partitions
-    are checked in order and the first failing one is reported.  Raises
-    ValueError for operations the model does not support.
+    are checked in order and the first failing one is reported.  A partition the
+    budget cannot decide does not end the check: the partitions after it are still
+    searched (each for at least ``UNDECIDED_GRACE_S``, all of them within a second
+    budget), so a violation elsewhere is reported as "not_linearizable", not hidden
+    behind "unknown".  Raises ValueError for operations the model does not support.
     """
     start = time.monotonic()
     deadline = float("inf") if timeout is None else start + timeout
+    hard_deadline = float("inf") if timeout is None else start + 2 * timeout
     parts = model.partition(_prepare(ops, model))
     common: dict[str, Any] = {"model": model.name, "ops": len(ops), "partitions": len(parts)}
+    undecided: LinResult | None = None
 
     for index, part in enumerate(parts):
         part_model = model.for_partition(part)
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if undecided is not None:
+            # The budget is spent: each remaining partition still gets a short search.
+            until = min(max(deadline, now + UNDECIDED_GRACE_S), hard_deadline)
+        else:
+            until = deadline
+        if now >= until:
             outcome = _Outcome(None, [])
         else:
-            outcome = _search(part, part_model, deadline)
+            outcome = _search(part, part_model, until)
         if outcome.status is True:
             continue
         elapsed = time.monotonic() - start
         label = part_model.describe_partition(part)
         if outcome.status is None:
-            return LinResult(
-                UNKNOWN,
-                **common,
-                elapsed=elapsed,
-                partitions_checked=index,
-                partition=label,
-                partition_ops=len(part),
-                explanation=(
-                    f"time budget of {timeout:g}s exhausted while checking {label} "
-                    f"({len(part)} ops; {index} of {len(parts)} partitions done)"
-                ),
-            )
+            if undecided is None:
+                undecided = LinResult(
+                    UNKNOWN,
+                    **common,
+                    elapsed=elapsed,
+                    partitions_checked=index,
+                    partition=label,
+                    partition_ops=len(part),
+                    explanation=(
+                        f"time budget of {timeout:g}s exhausted while checking {label} "
+                        f"({len(part)} ops; {index} of {len(parts)} partitions done)"
+                    ),
+                )
+            continue
         prefix, blocking, text = _failure_details(part, part_model, outcome.best_prefix)
         return LinResult(
             NOT_LINEARIZABLE,
@@ -668,6 +685,8 @@ def check(ops: Sequence[Operation], model: Model, timeout: float | None = None) 
             blocking_op=blocking,
             explanation=text,
         )
+    if undecided is not None:
+        return undecided
     return LinResult(
         LINEARIZABLE,
         **common,

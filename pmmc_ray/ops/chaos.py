@@ -458,6 +458,7 @@ class ChaosResult:
     role_problems: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     healed_in_s: float | None = None
+    unfinished_clients: list[str] = field(default_factory=list)
 
     # --- verdicts ---------------------------------------------------------------------------
 
@@ -471,9 +472,10 @@ class ChaosResult:
             out.append(f"{len(self.duplicated_appends)} appends applied more than once")
         if self.final_reads_error:
             out.append(f"final reads failed: {self.final_reads_error}")
-        if self.replicas_converged is False:
+        # None (never checked) counts as failed: a check that did not run is no pass.
+        if self.replicas_converged is not True:
             out.append("replicas did not converge")
-        if self.roles_alive is False:
+        if self.roles_alive is not True:
             out.append("roles not alive or refusing: " + "; ".join(self.role_problems[:5]))
         if not any(o[3] == "ok" for o in self.ops):
             out.append("no operation completed")
@@ -481,7 +483,11 @@ class ChaosResult:
 
     @property
     def undecided(self) -> bool:
-        return self.linearizable not in ("linearizable", "not_linearizable")
+        """The checker could not decide, or clients were still running after the stop
+        (their later operations could escape the final reads)."""
+        return self.linearizable not in ("linearizable", "not_linearizable") or bool(
+            self.unfinished_clients
+        )
 
     @property
     def ok(self) -> bool:
@@ -616,6 +622,7 @@ class ChaosResult:
             "role_problems": self.role_problems,
             "retired_members": self.retired,
             "client_errors": self.client_errors[:10],
+            "unfinished_clients": self.unfinished_clients,
             "schedule": [f.to_dict() for f in self.schedule],
             "faults": [asdict(r) for r in self.faults],
             "timeline": self.timeline(),
@@ -674,9 +681,9 @@ class Workload:
         deadline = time.monotonic() + timeout_s
         for t in self.threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
-        alive = [t.name for t in self.threads if t.is_alive()]
-        if alive:
-            self.errors.append(f"client threads still running after stop: {alive}")
+        self.unfinished = [t.name for t in self.threads if t.is_alive()]
+        if self.unfinished:
+            self.errors.append(f"client threads still running after stop: {self.unfinished}")
 
     def _note(self, call: float, ret: float | None, kind: str, outcome: str) -> None:
         with self.lock:
@@ -1080,7 +1087,10 @@ class Nemesis:
     def _lossy(self, fault: Fault, rec: FaultRecord, t0: float, probes: Probes) -> None:
         kw = {k: v for k, v in fault.params}
         start = time.monotonic()
-        self._set_faults(rec, **kw)
+        if not self._set_faults(rec, **kw):
+            rec.skipped = "no actor confirmed the faults"
+            self._set_faults(rec)
+            return
         rec.start_s = round(start - t0, 3)
         probes.fire(rec, start, t0)
         try:
@@ -1089,11 +1099,14 @@ class Nemesis:
             self._set_faults(rec)
             rec.end_s = round(time.monotonic() - t0, 3)
 
-    def _set_faults(self, rec: FaultRecord, **kw: Any) -> None:
+    def _set_faults(self, rec: FaultRecord, **kw: Any) -> bool:
+        """Set (or, with no arguments, clear) the transport faults of every actor; False
+        when no actor confirmed them (the episode is then reported as skipped)."""
         res = self.dep.set_faults(**kw)
         bad = [n for n, r in res.items() if not isinstance(r, dict) or "error" in r]
         if bad:
             rec.notes.append(f"set_faults not confirmed by {bad}")
+        return len(bad) < len(res)
 
     def _partition(
         self, fault: Fault, rec: FaultRecord, view: View, t0: float, probes: Probes
@@ -1110,7 +1123,10 @@ class Nemesis:
             blocked += [[o, g] for g in group for o in others]
         rec.targets = group
         start = time.monotonic()
-        self._set_faults(rec, blocked=blocked)
+        if not self._set_faults(rec, blocked=blocked):
+            rec.skipped = "no actor confirmed the partition"
+            self._set_faults(rec)
+            return
         rec.start_s = round(start - t0, 3)
         probes.fire(rec, start, t0)
         try:
@@ -1187,6 +1203,9 @@ class Nemesis:
             for n, s in self.dep._gather("status", 5.0, names=victims).items():
                 if isinstance(s, dict) and s.get("storage"):
                     storage[n] = s["storage"]
+            if not any(n in view.acceptors for n in storage):
+                rec.skipped = "the acceptor on that node did not say where its log is"
+                return
         start = time.monotonic()
         self.cluster.remove_node(workers[victim], allow_graceful=False)
         if fault.kind == "disk-loss":
@@ -1376,6 +1395,7 @@ def run_chaos(
     res.ops = list(work.ops)
     res.outcomes = dict(work.outcomes)
     res.client_errors = list(work.errors)
+    res.unfinished_clients = list(getattr(work, "unfinished", []))
     writes = [r for _c, r, k, o in work.ops if o == "ok" and k != "get" and r is not None]
     _unavailability(res.faults, writes, res.elapsed_s)
 

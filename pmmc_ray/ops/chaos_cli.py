@@ -15,6 +15,7 @@ from typing import Any
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
 EXIT_UNDECIDED = 3
+EXIT_CRASHED = 4
 
 # Faster node-death detection than Ray's defaults (3 s x 5 checks) for the cluster this
 # command starts on one machine: a killed node's actors come back elsewhere sooner.
@@ -39,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "refusing. Writes summary.json, report.html (throughput and latency over time "
             "with every fault marked), history.jsonl and schedule.txt to --out. Exit status "
             f"0 when every check passes, {EXIT_VIOLATION} on any violation, "
-            f"{EXIT_UNDECIDED} when the linearizability checker could not decide. The same "
+            f"{EXIT_UNDECIDED} when the linearizability checker could not decide (or client "
+            f"threads did not stop), {EXIT_CRASHED} when the run itself failed. The same "
             "--seed gives the same schedule and the same client choices (real Ray's "
             "timing differs from run to run)."
         ),
@@ -201,7 +203,8 @@ def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
         t = time.monotonic()
         dep = deploy(cfg)
         say(f"deployed {cfg.namespace} in {time.monotonic() - t:.1f}s; running the schedule")
-        res = run_chaos(
+        res = _run_chaos_or_none(
+            run_chaos,
             dep,
             schedule,
             seed=args.seed,
@@ -211,8 +214,8 @@ def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
             cluster=cluster,
             cluster_info=info,
             lincheck_timeout_s=args.lincheck_timeout,
-            progress=say,
             on_history=lambda ops: write_jsonl(ops, out_dir / "history.jsonl"),
+            say=say,
         )
     finally:
         if dep is not None:
@@ -225,6 +228,13 @@ def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
             cluster.shutdown()
         if data_dir is not None:
             shutil.rmtree(data_dir, ignore_errors=True)
+    if res is None:
+        say(
+            f"CRASHED: the chaos run itself failed (see above); no verdict. Replay: "
+            f"pmmc-ray chaos --seed {args.seed} --duration {args.duration:g} "
+            f"--faults {args.faults} --clients {args.clients}"
+        )
+        return EXIT_CRASHED
     summary = res.to_dict()
     _write_json(str(out_dir / "summary.json"), summary)
     report = write_report(summary, out_dir / "report.html")
@@ -242,6 +252,18 @@ def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
     if res.violations():
         return EXIT_VIOLATION
     return EXIT_UNDECIDED if res.undecided else 0
+
+
+def _run_chaos_or_none(run_chaos: Any, *args: Any, say: Any, **kw: Any) -> Any:
+    """The run's result, or None when the run itself raised (a bug or a cluster that
+    fell apart): that is no verdict, and gets its own exit status, not a violation's."""
+    import traceback
+
+    try:
+        return run_chaos(*args, progress=say, **kw)
+    except Exception:
+        say(traceback.format_exc())
+        return None
 
 
 def _print_summary(s: dict[str, Any], say: Any) -> None:
@@ -287,5 +309,8 @@ def _print_summary(s: dict[str, Any], say: Any) -> None:
     for problem in v["violations"]:
         say(f"VIOLATION: {problem}")
     if v["undecided"]:
-        say("UNDECIDED: the linearizability checker ran out of time")
+        if s.get("unfinished_clients"):
+            say(f"UNDECIDED: client threads did not stop: {s['unfinished_clients']}")
+        else:
+            say("UNDECIDED: the linearizability checker ran out of time")
     say("OK" if s["ok"] else ("FAILED" if v["violations"] else "UNDECIDED"))

@@ -1,7 +1,7 @@
 """The README's cluster walkthrough, end to end, against a 3-node Ray cluster on this
 machine (what can run without a cloud): ``pmmc-ray up --address`` -> ``status`` (every
 actor's node; acceptors on distinct nodes) -> KV commands -> Locust with workers placed
-on the cluster's nodes by Ray -> ``down``. Each command runs as its own process, as an
+on the cluster's nodes by Ray -> ``chaos --address`` -> ``down``. Each command runs as its own process, as an
 operator would run it."""
 
 from __future__ import annotations
@@ -80,6 +80,31 @@ def test_walkthrough_on_a_local_multi_node_cluster(tmp_path):
         )
         assert lt.returncode == 0, (lt.stdout[-3000:], lt.stderr[-2000:])
         assert "history: linearizable" in lt.stdout
+        # Chaos against the same cluster (its own deployment, removed afterwards): kills
+        # by ray.kill and SIGKILL (every process is on this machine) and a pause.
+        chaos = pmmc(
+            "chaos",
+            "--address",
+            address,
+            "--config",
+            str(cfg),
+            "--seed",
+            "2",
+            "--duration",
+            "30",
+            "--clients",
+            "2",
+            "--faults",
+            "kill,network,pause",
+            "--json",
+            "--out",
+            str(tmp_path / "chaos"),
+            timeout=600,
+        )
+        assert chaos.returncode == 0, chaos.stderr[-3000:]
+        summary = json.loads(chaos.stdout)
+        assert summary["ok"] and summary["cluster"]["nodes_alive"] == 3
+        assert sum(c["applied"] for c in summary["faults_by_kind"].values()) >= 3
         down = pmmc("down", *common)
         assert down.returncode == 0 and f"removed deployment {ns}" in down.stdout
         assert not (tmp_path / "data" / ns).exists()
