@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from .gateway.schema import DEFAULT_MAX_BODY_BYTES, ESCAPED_MAX_BODY_BYTES
@@ -122,6 +125,24 @@ def print_gateways(infos: list[dict[str, Any]]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Standard output, both the Python object and file descriptor 1 (Ray's threads and
+    processes write to either), points at standard error inside."""
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    saved_obj = sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved_obj
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
@@ -144,9 +165,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print_gateways(infos)
             return 0
-        _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
         if args.action == "token":
-            token = gateway_token(args.namespace)
+            # Only the token goes to standard output (for TOKEN=$(pmmc-ray gateway token)):
+            # whatever Ray prints while connected goes to standard error.
+            with _stdout_to_stderr():
+                _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
+                token = gateway_token(args.namespace)
             if token is None:
                 return _err(
                     f"{args.namespace} has no gateway token: it is made when a gateway that "
@@ -154,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             print(token)
             return 0
+        _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
         if args.action == "stop":
             n = stop_gateways(args.namespace)
             print(f"stopped {n} gateway(s) of {args.namespace}")

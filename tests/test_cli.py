@@ -126,3 +126,22 @@ def test_run_report_lines():
     lines = report_lines(_run_result(killed=None, client_errors=["boom"], ok=False))
     assert "no leader was killed" in lines and "client error: boom" in lines
     assert lines[-1] == "FAILED"
+
+
+def test_gateway_token_output_is_only_the_token(capfd):
+    """`pmmc-ray gateway token` is meant for TOKEN=$(...): while it talks to Ray, both
+    sys.stdout and file descriptor 1 (Ray's threads and processes write to either) point
+    at standard error."""
+    import os
+    import sys
+
+    from pmmc_ray.gateway_cli import _stdout_to_stderr
+
+    with _stdout_to_stderr():
+        print("from python")
+        os.write(1, b"from fd 1\n")
+    print("the token")
+    sys.stdout.flush()
+    out, err = capfd.readouterr()
+    assert out == "the token\n"
+    assert "from python" in err and "from fd 1" in err
