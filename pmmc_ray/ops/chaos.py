@@ -920,14 +920,20 @@ class Nemesis:
             rec.skipped = "no target could be reached"
             return
         start = time.monotonic()
+        gone: list[str] = []
         for n in names:
             if fault.method == "sigkill":
                 try:
                     os.kill(int(where[n]["pid"]), signal.SIGKILL)
                 except ProcessLookupError:
-                    rec.notes.append(f"{n}: process already gone")
+                    rec.notes.append(f"{n}: process already gone, not counted as killed")
+                    gone.append(n)
             else:
                 self.dep.kill(n, restart=True)
+        names = [n for n in names if n not in gone]
+        if not names:
+            rec.skipped = "every target's process was already gone"
+            return
         # ray.kill is asynchronous: the probe starts once the processes are gone, so it
         # cannot be answered by the actor that was being killed (measured from the kill).
         local = [
