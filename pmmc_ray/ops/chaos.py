@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .nodeloss import wait_refusing
+
 __all__ = [
     "GROUPS",
     "KINDS",
@@ -1091,7 +1093,12 @@ class Nemesis:
         return "; ".join(out)
 
     def _lossy(self, fault: Fault, rec: FaultRecord, t0: float, probes: Probes) -> None:
-        kw = {k: v for k, v in fault.params}
+        self._hold_faults(fault, rec, t0, probes, **dict(fault.params))
+
+    def _hold_faults(
+        self, fault: Fault, rec: FaultRecord, t0: float, probes: Probes, **kw: Any
+    ) -> None:
+        """Set the transport faults ``kw`` for the fault's duration, then clear them."""
         start = time.monotonic()
         if not self._set_faults(rec, **kw):
             rec.skipped = "no actor confirmed the faults"
@@ -1128,18 +1135,7 @@ class Nemesis:
         if direction in ("both", "in"):
             blocked += [[o, g] for g in group for o in others]
         rec.targets = group
-        start = time.monotonic()
-        if not self._set_faults(rec, blocked=blocked):
-            rec.skipped = "no actor confirmed the partition"
-            self._set_faults(rec)
-            return
-        rec.start_s = round(start - t0, 3)
-        probes.fire(rec, start, t0)
-        try:
-            time.sleep(fault.duration_s)
-        finally:
-            self._set_faults(rec)
-            rec.end_s = round(time.monotonic() - t0, 3)
+        self._hold_faults(fault, rec, t0, probes, blocked=blocked)
 
     def _pause(self, fault: Fault, rec: FaultRecord, view: View, t0: float, probes: Probes) -> None:
         names = resolve(fault.targets[0], view)
@@ -1232,15 +1228,9 @@ class Nemesis:
                 self._replace_lost(name, rec)
 
     def _replace_lost(self, name: str, rec: FaultRecord) -> None:
-        deadline = time.monotonic() + 120.0
-        while True:
-            st = self.dep._gather("status", 5.0, names=[name])[name]
-            if isinstance(st, dict) and st.get("refusing"):
-                break
-            if time.monotonic() > deadline:
-                rec.notes.append(f"{name} never came back refusing")
-                return
-            time.sleep(0.5)
+        if not wait_refusing(self.dep, name, timeout_s=120.0, poll_s=0.5):
+            rec.notes.append(f"{name} never came back refusing")
+            return
         try:
             new = self.dep.replace(name, timeout_s=120.0)
             rec.notes.append(f"{name} lost its disk: replaced by {new} through the log")

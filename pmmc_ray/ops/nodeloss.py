@@ -82,6 +82,19 @@ class NodeLossResult:
         return d
 
 
+def wait_refusing(dep: Any, name: str, *, timeout_s: float, poll_s: float) -> bool:
+    """Wait until ``name`` answers and refuses (an acceptor back without its log, which
+    must be replaced through the log); False if it did not within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = dep._gather("status", 10.0, names=[name])[name]
+        if isinstance(st, dict) and st.get("refusing"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+
+
 def run_nodeloss(
     *,
     nodes: int = 3,
@@ -213,15 +226,8 @@ def run_nodeloss(
             for name in lost:
                 # Ray restarts it on a live node once it notices the node is gone; with its
                 # log gone it refuses to vote, and is replaced through the log.
-                deadline = time.monotonic() + 120
-                while True:
-                    st = dep._gather("status", 10.0, names=[name])[name]
-                    if isinstance(st, dict) and st.get("refusing"):
-                        break
-                    if time.monotonic() > deadline:
-                        res.errors.append(f"{name} never came back refusing")
-                        break
-                    time.sleep(1.0)
+                if not wait_refusing(dep, name, timeout_s=120.0, poll_s=1.0):
+                    res.errors.append(f"{name} never came back refusing")
                 res.replaced[name] = dep.replace(name, timeout_s=120.0)
                 say(f"{name} lost its disk: replaced by {res.replaced[name]} through the log")
 
