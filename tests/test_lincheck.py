@@ -259,10 +259,13 @@ def test_cas_register_model() -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _hard_history(n: int = 12) -> list[Operation]:
-    """n concurrent appends then an impossible read: exhaustive search is ~n! states."""
-    appends = [op(f"c{i}", 0, 100, "append", "k", f"<{i}>") for i in range(n)]
-    return [*appends, op("r", 200, 201, "get", "k", result="impossible")]
+def _hard_history(n: int = 20) -> list[Operation]:
+    """n concurrent puts of "0" and "1", then reads of "0" and "1" one after the other:
+    not linearizable, and no lookahead tells before every subset of the puts was
+    tried (about 2**n configurations)."""
+    puts = [op(f"c{i}", 0, 100, "put", "k", str(i % 2)) for i in range(n)]
+    reads = [op("r", 200, 201, "get", "k", result="0"), op("r", 202, 203, "get", "k", result="1")]
+    return [*puts, *reads]
 
 
 def test_zero_timeout_is_unknown() -> None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +65,9 @@ LINEARIZABLE = "linearizable"
 NOT_LINEARIZABLE = "not_linearizable"
 UNKNOWN = "unknown"
 
-_DEADLINE_CHECK_EVERY = 2048  # search steps between wall-clock checks
+_SLICE_STEPS = 2048  # search steps between yields (and wall-clock checks)
+_MAX_QUOTA = 32  # most slices one partition runs before the next one's turn
+_LOOKAHEAD = 8  # pending observers, by return time, checked on entering a configuration
 
 
 # --------------------------------------------------------------------------- #
@@ -103,6 +105,34 @@ class Model:
     def is_read_only(self, op: tuple) -> bool:
         """True if ``op`` never changes the state (such ops are dropped when unknown)."""
         return False
+
+    def is_observer(self, op: tuple, result: Any) -> bool:
+        """True if ``op`` with the known ``result`` leaves every state it is legal in
+        unchanged (a read; a compare-and-set that failed).  The search linearizes such
+        an op as soon as it is legal, without trying other orders (see `_search`)."""
+        return False
+
+    def is_append(self, op: tuple) -> bool:
+        """True if ``op`` can only extend the state (see `may_reach`)."""
+        return False
+
+    def may_reach(
+        self,
+        state: Hashable,
+        op: tuple,
+        result: Any,
+        resets: Sequence[tuple],
+        appends: Sequence[tuple],
+    ) -> bool:
+        """False only if no sequence of ops from ``resets`` and ``appends`` (each at
+        most once; ``appends`` are `is_append` ops) can take ``state`` to one where
+        the observer ``op`` returns ``result``; the search then abandons the
+        configuration.  The default never abandons one."""
+        return True
+
+    def simplify(self, ops: list[Operation]) -> list[Operation]:
+        """Drop operations of unknown outcome that cannot matter (default: none)."""
+        return ops
 
     def for_partition(self, ops: Sequence[Operation]) -> Model:
         """The model to check one partition with (default: this one).
@@ -183,6 +213,79 @@ class _KeyedRegistersModel(Model):
     def is_read_only(self, op: tuple) -> bool:
         return op[0] == "get"
 
+    def is_observer(self, op: tuple, result: Any) -> bool:
+        return op[0] == "get" or (op[0] == "cas" and result is False)
+
+    def is_append(self, op: tuple) -> bool:
+        return op[0] == "append"
+
+    def register_simplify(self, ops: list[Operation]) -> list[Operation]:
+        """`Model.simplify` for one register: drop unobserved unknown puts and appends.
+
+        A put or append of unknown outcome whose value appears in no get's result and
+        no cas's expected value can be left out: in a linearization that has it, the
+        ops after it up to the next put, delete or successful cas are appends and ops
+        of unknown outcome (a get or a successful cas there would see the value), so
+        without it they stay legal, and from that reset on the states are the same.
+        Failed cas ops and cas ops of unknown outcome could tell, so a register that
+        has any keeps every op.
+        """
+        texts = []
+        for op in ops:
+            kind = op.op[0]
+            if kind == "cas":
+                if op.ret is None or not op.result:
+                    return ops
+                texts.append(op.op[2])
+            elif kind == "get" and op.ret is not None:
+                texts.append(op.result)
+        if not all(isinstance(text, str | None) for text in texts):
+            return ops
+        seen = "\x00".join(text for text in texts if text)
+
+        def unobserved(op: Operation) -> bool:
+            value = op.op[2] if op.op[0] in ("put", "append") else None
+            return (
+                isinstance(value, str)
+                and value != ""
+                and "\x00" not in value
+                and (value not in seen)
+            )
+
+        return [op for op in ops if op.ret is not None or not unobserved(op)]
+
+    def register_may_reach(
+        self,
+        value: Any,
+        op: tuple,
+        result: Any,
+        resets: Sequence[tuple],
+        appends: Sequence[tuple],
+    ) -> bool:
+        """`Model.may_reach` for one register holding ``value``."""
+        # Appends only add suffixes (an absent key counts as ""), so a get returns
+        # `result` only if it is the value now, or the value the last of the resets
+        # run sets (put: its value; delete: absent; cas: its new value), followed by
+        # some of the appends' values.  (Checked allowing an append more than once:
+        # weaker, still sound.)
+        if op[0] != "get":
+            return True
+        values = [a[2] for a in appends]
+        if not all(isinstance(piece, str) for piece in values):
+            return True
+        pieces = set(values) - {""}
+        starts = [value]
+        for reset in resets:
+            kind = reset[0]
+            starts.append(reset[2] if kind == "put" else reset[3] if kind == "cas" else None)
+        for start in starts:
+            if result == start or not isinstance(start, str | None):
+                return True
+            if isinstance(result, str) and result.startswith(start or ""):
+                if _spelled(result, len(start or ""), pieces):
+                    return True
+        return False
+
     def describe_partition(self, ops: Sequence[Operation]) -> str:
         keys = {op.op[1] for op in ops}
         if len(keys) == 1:
@@ -212,6 +315,24 @@ class _KeyedRegistersModel(Model):
         return frozenset(rest)
 
 
+def _spelled(text: str, start: int, pieces: set[str]) -> bool:
+    """True if ``text[start:]`` is a concatenation of strings from ``pieces``."""
+    reached = {start}
+    frontier = [start]
+    end = len(text)
+    while frontier:
+        position = frontier.pop()
+        if position == end:
+            return True
+        for piece in pieces:
+            if text.startswith(piece, position):
+                following = position + len(piece)
+                if following not in reached:
+                    reached.add(following)
+                    frontier.append(following)
+    return False
+
+
 class _SingleRegister(Model):
     """One key of a `_KeyedRegistersModel`; the state is that key's value."""
 
@@ -224,6 +345,25 @@ class _SingleRegister(Model):
 
     def init(self) -> Hashable:
         return self.parent.default
+
+    def is_observer(self, op: tuple, result: Any) -> bool:
+        return self.parent.is_observer(op, result)
+
+    def simplify(self, ops: list[Operation]) -> list[Operation]:
+        return self.parent.register_simplify(ops)
+
+    def is_append(self, op: tuple) -> bool:
+        return self.parent.is_append(op)
+
+    def may_reach(
+        self,
+        state: Hashable,
+        op: tuple,
+        result: Any,
+        resets: Sequence[tuple],
+        appends: Sequence[tuple],
+    ) -> bool:
+        return self.parent.register_may_reach(state, op, result, resets, appends)
 
     def describe(self) -> str:
         return self.parent.describe()
@@ -316,6 +456,9 @@ class CasRegisterModel(Model):
 
     def is_read_only(self, op: tuple) -> bool:
         return op[0] == "read"
+
+    def is_observer(self, op: tuple, result: Any) -> bool:
+        return op[0] == "read" or (op[0] == "cas" and result is False)
 
     def describe(self) -> str:
         return "compare-and-set register, initially nil (read/write/cas)"
@@ -477,7 +620,43 @@ def _twin_links(ops: Sequence[Operation]) -> list[int]:
 
 
 def _search(ops: Sequence[Operation], model: Model, deadline: float) -> _Outcome:
-    """WGL search over one partition (see the module docstring).
+    """Run `_searcher` on one partition until it decides or ``deadline`` passes."""
+    run = _searcher(ops, model)
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
+        if time.monotonic() > deadline:
+            return _Outcome(None, [])
+
+
+def _searcher(
+    ops: Sequence[Operation], model: Model, by_return: bool = True
+) -> Generator[None, None, _Outcome]:
+    """WGL search over one partition (see the module docstring), as a generator that
+    yields every ``_SLICE_STEPS`` steps (so that partitions can take turns) and
+    returns the `_Outcome`.
+
+    Each configuration (the ops linearized so far, the state they lead to) gets
+    its *candidates*: the ops not yet linearized whose call comes before every
+    pending op's return.  They are tried one by one; each legal one that leads to
+    a configuration not entered before is entered (depth first), and when all of
+    a configuration's candidates failed the search backtracks.  A pending op of
+    known outcome with no candidate left before its return is the dead end.
+
+    Which candidate is tried first changes how soon a linearization is found, not
+    the verdict.  ``by_return``: in order of return (the op that returned first
+    most likely took effect first), known outcomes before unknown ones; else in
+    order of call (as Wing and Gong's list is walked).  Neither order is best on
+    every history, so `check` runs both and takes the first verdict.
+
+    Observers go first, without branching.  When a candidate is an observer
+    (`Model.is_observer`) legal in the current state, it is the configuration's
+    only candidate: the configuration extends to a full linearization if and only
+    if it does with that observer next, because in any linearization from here the
+    observer can be moved to the front (it changes no state, and every op that
+    must precede it is linearized already).
 
     Two sound refinements of the plain cache, both about unknown-outcome ops,
     which never have to be linearized: a configuration is skipped when one with
@@ -491,32 +670,103 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float) -> _Outcome
     inputs = [op.op for op in ops]
     results = [op.result for op in ops]
     known = [op.ret is not None for op in ops]
+    observer = [k and model.is_observer(op.op, op.result) for op, k in zip(ops, known, strict=True)]
+    # try order: known ops by return time, then unknown ones by call time
+    if by_return:
+        order = sorted(
+            range(n), key=lambda i: (0, ops[i].ret, i) if known[i] else (1, ops[i].call, i)
+        )
+    else:
+        order = sorted(range(n), key=lambda i: (ops[i].call, i))
+    rank = [0] * n
+    for position, index in enumerate(order):
+        rank[index] = position
     twin = _twin_links(ops)
     known_left = sum(known)
     step = model.step
-    monotonic = time.monotonic
+    # For the lookahead: return times, and the ops that can change the state (all
+    # but observers) in call order.
+    inf = float("inf")
+    returns = [inf if op.ret is None else op.ret for op in ops]
+    by_call = sorted(range(n), key=lambda i: (ops[i].call, i))
+    writers = [i for i in by_call if not observer[i]]
+    appends = [model.is_append(inp) for inp in inputs]
+    writer_calls = [ops[i].call for i in writers] + [inf]
+    watched = sorted((i for i in range(n) if observer[i]), key=returns.__getitem__)
+    first_writer = first_watched = 0  # the first not linearized yet
 
     state: Hashable = model.init()
     known_bits = 0  # bitset of linearized ops with a known outcome
     unknown_bits = 0  # bitset of linearized ops with an unknown outcome
     # (known_bits, state) -> unknown_bits of every configuration entered with them
     cache: dict[tuple[int, Hashable], list[int]] = {}
-    stack: list[tuple[int, Hashable]] = []  # (op, state before it)
+    # (op, state before it, that configuration's candidates, op's index in them,
+    #  first_writer, first_watched)
+    stack: list[tuple[int, Hashable, list[int], int, int, int]] = []
     path: list[int] = []
     best: list[int] = []
-    budget = _DEADLINE_CHECK_EVERY
+    budget = _SLICE_STEPS
 
-    entry = nxt[head]
+    lookahead = type(model).may_reach is not Model.may_reach
+
+    def pending(e: int) -> tuple[list[tuple], list[tuple]]:
+        """The writes not linearized yet and called by e's return: (non-appends, appends)."""
+        done = known_bits | unknown_bits
+        resets: list[tuple] = []
+        extends: list[tuple] = []
+        j = first_writer
+        while writer_calls[j] <= returns[e]:
+            w = writers[j]
+            if not (done >> w) & 1:
+                (extends if appends[w] else resets).append(inputs[w])
+            j += 1
+        return resets, extends
+
+    def doomed(e: int) -> bool:
+        """Lookahead for the observer e, not legal now: before e returns only ops
+        called by then can take effect; if none of them can change the state, or
+        they cannot lead to e's result, e never becomes legal."""
+        if writer_calls[first_writer] > returns[e]:
+            return True
+        return lookahead and not model.may_reach(state, inputs[e], results[e], *pending(e))
+
+    def candidates() -> list[int]:
+        found = []
+        e = nxt[head]
+        while e < n:
+            if observer[e]:
+                if step(state, inputs[e], results[e], True)[0]:
+                    return [e]
+                if doomed(e):
+                    return []
+            found.append(e)
+            e = nxt[e]
+        # The same lookahead for the next observers to return, callable or not.
+        done = known_bits | unknown_bits
+        j, looked = first_watched, 0
+        while j < len(watched) and looked < _LOOKAHEAD:
+            e = watched[j]
+            j += 1
+            if (done >> e) & 1:
+                continue
+            looked += 1
+            if not step(state, inputs[e], results[e], True)[0] and doomed(e):
+                return []
+        found.sort(key=rank.__getitem__)
+        return found
+
+    cands = candidates()
+    tried = 0
     while known_left:
         budget -= 1
         if not budget:
-            if monotonic() > deadline:
-                return _Outcome(None, best)
-            budget = _DEADLINE_CHECK_EVERY
-        if entry >= n:  # a return entry: that op had to be linearized already
+            yield
+            budget = _SLICE_STEPS
+        if tried >= len(cands):  # every candidate failed: backtrack
             if not stack:
                 return _Outcome(False, best)
-            entry, state = stack.pop()  # backtrack
+            entry, state, cands, tried, first_writer, first_watched = stack.pop()
+            tried += 1
             path.pop()
             bit = 1 << entry
             if known[entry]:
@@ -529,16 +779,15 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float) -> _Outcome
             prv[nxt[ret]] = ret
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
-            entry = nxt[entry]
             continue
-        # A call entry: try to linearize this op now.
+        entry = cands[tried]
         is_known = known[entry]
         if not is_known and twin[entry] >= 0 and not (unknown_bits >> twin[entry]) & 1:
-            entry = nxt[entry]
+            tried += 1
             continue
         legal, new_state = step(state, inputs[entry], results[entry], is_known)
         if not legal:
-            entry = nxt[entry]
+            tried += 1
             continue
         bit = 1 << entry
         new_known, new_unknown = (
@@ -551,25 +800,31 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float) -> _Outcome
         elif not seen[0] or (new_unknown and any(not (o & ~new_unknown) for o in seen)):
             # Dominated by a configuration already entered (`seen` only holds
             # minimal sets, so when it holds 0 that is its only element).
-            entry = nxt[entry]
+            tried += 1
             continue
         elif new_unknown:  # keep only minimal sets: drop those the new one dominates
             seen[:] = [o for o in seen if new_unknown & ~o]
             seen.append(new_unknown)
         else:
             seen[:] = [0]
-        stack.append((entry, state))
+        stack.append((entry, state, cands, tried, first_writer, first_watched))
         path.append(entry)
         if len(path) > len(best):
             best = path.copy()
         state, known_bits, unknown_bits = new_state, new_known, new_unknown
+        done = known_bits | unknown_bits
+        while first_writer < len(writers) and (done >> writers[first_writer]) & 1:
+            first_writer += 1
+        while first_watched < len(watched) and (done >> watched[first_watched]) & 1:
+            first_watched += 1
         known_left -= is_known
         ret = entry + n
         nxt[prv[entry]] = nxt[entry]
         prv[nxt[entry]] = prv[entry]
         nxt[prv[ret]] = nxt[ret]
         prv[nxt[ret]] = prv[ret]
-        entry = nxt[head]
+        cands = candidates()
+        tried = 0
     return _Outcome(True, path)
 
 
@@ -620,76 +875,106 @@ def _failure_details(
     return prefix, blocking, text
 
 
-UNDECIDED_GRACE_S = 0.5
-"""Search time each partition still gets after the budget ran out on an earlier one."""
-
-
 def check(ops: Sequence[Operation], model: Model, timeout: float | None = None) -> LinResult:
     """Check whether the history ``ops`` is linearizable with respect to ``model``.
 
     ``timeout`` is a wall-clock budget in seconds for the whole check (None: no
-    limit); when it runs out the verdict is "unknown", never a guess.  Partitions
-    are checked in order and the first failing one is reported.  A partition the
-    budget cannot decide does not end the check: the partitions after it are still
-    searched (each for at least ``UNDECIDED_GRACE_S``, all of them within a second
-    budget), so a violation elsewhere is reported as "not_linearizable", not hidden
-    behind "unknown".  Raises ValueError for operations the model does not support.
+    limit); when it runs out the verdict is "unknown", never a guess.  The
+    partitions take turns: each runs a slice of its search, round after round
+    (longer slices in later rounds, up to ``_MAX_QUOTA``), and the first one found
+    to fail is reported.  So one partition that is hard to decide does not hide a
+    violation in another, and a history with many partitions is decided as soon
+    as any of them fails (Porcupine checks partitions in parallel for the same
+    reason).  The turns are counted in search steps, not time, so the partition
+    reported does not depend on the machine's speed.  Raises ValueError for
+    operations the model does not support.
     """
     start = time.monotonic()
     deadline = float("inf") if timeout is None else start + timeout
-    hard_deadline = float("inf") if timeout is None else start + 2 * timeout
     parts = model.partition(_prepare(ops, model))
     common: dict[str, Any] = {"model": model.name, "ops": len(ops), "partitions": len(parts)}
-    undecided: LinResult | None = None
-
-    for index, part in enumerate(parts):
-        part_model = model.for_partition(part)
-        now = time.monotonic()
-        if undecided is not None:
-            # The budget is spent: each remaining partition still gets a short search.
-            until = min(max(deadline, now + UNDECIDED_GRACE_S), hard_deadline)
-        else:
-            until = deadline
-        if now >= until:
-            outcome = _Outcome(None, [])
-        else:
-            outcome = _search(part, part_model, until)
-        if outcome.status is True:
-            continue
-        elapsed = time.monotonic() - start
-        label = part_model.describe_partition(part)
-        if outcome.status is None:
-            if undecided is None:
-                undecided = LinResult(
-                    UNKNOWN,
-                    **common,
-                    elapsed=elapsed,
-                    partitions_checked=index,
-                    partition=label,
-                    partition_ops=len(part),
-                    explanation=(
-                        f"time budget of {timeout:g}s exhausted while checking {label} "
-                        f"({len(part)} ops; {index} of {len(parts)} partitions done)"
-                    ),
-                )
-            continue
-        prefix, blocking, text = _failure_details(part, part_model, outcome.best_prefix)
-        return LinResult(
-            NOT_LINEARIZABLE,
-            **common,
-            elapsed=elapsed,
-            partitions_checked=index + 1,
-            partition=label,
-            partition_ops=len(part),
-            prefix=prefix,
-            blocking_op=blocking,
-            explanation=text,
-        )
-    if undecided is not None:
-        return undecided
+    models = [model.for_partition(part) for part in parts]
+    parts = [part_model.simplify(part) for part, part_model in zip(parts, models, strict=True)]
+    # Two searches per partition (candidates by return and by call); the first
+    # verdict decides it.
+    runs: list[tuple[int, Generator[None, None, _Outcome]]] = [
+        (index, _searcher(part, models[index], by_return))
+        for index, part in enumerate(parts)
+        for by_return in (True, False)
+    ]
+    done: set[int] = set()
+    quota = 1
+    while runs:
+        waiting = []
+        for position, (index, run) in enumerate(runs):
+            if index in done:
+                continue
+            outcome = None
+            for _ in range(quota):
+                if time.monotonic() >= deadline:
+                    break
+                try:
+                    next(run)
+                except StopIteration as finished:
+                    outcome = finished.value
+                    break
+            if outcome is None:
+                waiting.append((index, run))
+                if time.monotonic() >= deadline:
+                    waiting.extend(item for item in runs[position + 1 :] if item[0] not in done)
+                    return _undecided(common, parts, models, waiting, len(done), timeout, start)
+                continue
+            done.add(index)
+            if outcome.status is True:
+                continue
+            part, part_model = parts[index], models[index]
+            prefix, blocking, text = _failure_details(part, part_model, outcome.best_prefix)
+            return LinResult(
+                NOT_LINEARIZABLE,
+                **common,
+                elapsed=time.monotonic() - start,
+                partitions_checked=len(done),
+                partition=part_model.describe_partition(part),
+                partition_ops=len(part),
+                prefix=prefix,
+                blocking_op=blocking,
+                explanation=text,
+            )
+        runs = [item for item in waiting if item[0] not in done]
+        quota = min(2 * quota, _MAX_QUOTA)
     return LinResult(
         LINEARIZABLE,
         **common,
         elapsed=time.monotonic() - start,
         partitions_checked=len(parts),
+    )
+
+
+def _undecided(
+    common: dict[str, Any],
+    parts: list[list[Operation]],
+    models: list[Model],
+    waiting: list[tuple[int, Any]],
+    decided: int,
+    timeout: float | None,
+    start: float,
+) -> LinResult:
+    """The "unknown" result when the budget ran out with ``waiting`` partitions left."""
+    undecided = sorted({index for index, _ in waiting})
+    first = undecided[0]
+    label = models[first].describe_partition(parts[first])
+    others = len(undecided) - 1
+    return LinResult(
+        UNKNOWN,
+        **common,
+        elapsed=time.monotonic() - start,
+        partitions_checked=decided,
+        partition=label,
+        partition_ops=len(parts[first]),
+        explanation=(
+            f"time budget of {timeout:g}s exhausted while checking {label} "
+            f"({len(parts[first])} ops)"
+            + (f" and {others} other partition{'s' if others != 1 else ''}" if others else "")
+            + f"; {decided} of {len(parts)} partitions decided, none of them failed"
+        ),
     )
