@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from .gateway.schema import DEFAULT_MAX_BODY_BYTES, ESCAPED_MAX_BODY_BYTES
+from .stdio import stdout_to_stderr
 
 
 def add_gateway_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -125,24 +123,6 @@ def print_gateways(infos: list[dict[str, Any]]) -> None:
         )
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Standard output, both the Python object and file descriptor 1 (Ray's threads and
-    processes write to either), points at standard error inside."""
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    saved_obj = sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stdout = saved_obj
-        os.dup2(saved_fd, 1)
-        os.close(saved_fd)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
@@ -168,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "token":
             # Only the token goes to standard output (for TOKEN=$(pmmc-ray gateway token)):
             # whatever Ray prints while connected goes to standard error.
-            with _stdout_to_stderr():
+            with stdout_to_stderr():
                 _ensure_ray(gateway_namespace(args.namespace), args.address, start_local=False)
                 token = gateway_token(args.namespace)
             if token is None:

@@ -129,19 +129,20 @@ def test_run_report_lines():
 
 
 def test_gateway_token_output_is_only_the_token(capfd):
-    """`pmmc-ray gateway token` is meant for TOKEN=$(...): while it talks to Ray, both
-    sys.stdout and file descriptor 1 (Ray's threads and processes write to either) point
-    at standard error."""
+    """`pmmc-ray gateway token` (for TOKEN=$(...)) and `pmmc-ray chaos --json`: while
+    they talk to Ray, both sys.stdout and file descriptor 1 (Ray's threads and processes
+    write to either) point at standard error; the result goes to the real stdout."""
     import os
     import sys
 
-    from pmmc_ray.gateway_cli import _stdout_to_stderr
+    from pmmc_ray.stdio import stdout_to_stderr, write_to
 
-    with _stdout_to_stderr():
+    with stdout_to_stderr() as real_stdout:
         print("from python")
         os.write(1, b"from fd 1\n")
+        write_to(real_stdout, "the summary\n")
     print("the token")
     sys.stdout.flush()
     out, err = capfd.readouterr()
-    assert out == "the token\n"
+    assert out == "the summary\nthe token\n"
     assert "from python" in err and "from fd 1" in err

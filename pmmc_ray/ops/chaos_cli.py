@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..stdio import stdout_to_stderr, write_to
+
 EXIT_VIOLATION = 1
 EXIT_USAGE = 2
 EXIT_UNDECIDED = 3
@@ -23,7 +25,7 @@ _HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshol
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from .chaos import GROUPS, KINDS
+    from .chaos_schedule import GROUPS, KINDS
 
     p = sub.add_parser(
         "chaos",
@@ -112,21 +114,13 @@ def _start_cluster(nodes: int, namespace: str) -> tuple[Any, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     if not args.json:
         return _run(args)
-    # --json: stdout holds only the summary. Ray and its processes write to file
-    # descriptor 1 too, so it points at stderr until the summary is printed.
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        return _run(args, json_out=saved)
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    # --json: stdout holds only the summary (see pmmc_ray.stdio).
+    with stdout_to_stderr() as real_stdout:
+        return _run(args, json_out=real_stdout)
 
 
 def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
-    from .chaos import describe, expand_kinds, make_schedule, planned_kills
+    from .chaos_schedule import describe, expand_kinds, make_schedule, planned_kills
 
     if args.duration <= 0 or args.clients < 1 or args.nodes < 1:
         return _err("--duration must be > 0, --clients and --nodes >= 1")
@@ -239,9 +233,7 @@ def _run(args: argparse.Namespace, json_out: int | None = None) -> int:
     _write_json(str(out_dir / "summary.json"), summary)
     report = write_report(summary, out_dir / "report.html")
     if json_out is not None:
-        sys.stdout.flush()
-        with os.fdopen(os.dup(json_out), "w") as real_stdout:
-            real_stdout.write(json.dumps(summary, indent=2) + "\n")
+        write_to(json_out, json.dumps(summary, indent=2) + "\n")
     _print_summary(summary, say)
     say(f"wrote {report}, timeline.svg, summary.json, history.jsonl and schedule.txt")
     if not res.ok:
