@@ -26,7 +26,7 @@ def test_short_real_run_measures_and_leaves_no_child_alive():
     r = pysyncobj_bench([1, 4], 1.0, samples=20, spawned=pids)
     assert len(pids) == 4  # three nodes and the driver
     assert not [p for p in pids if _alive(p)]
-    assert r["version"] == "0.3.14"
+    assert r["version"] == "0.3.17"
     assert 0 < r["sequential_put_ms"]["p50"] <= r["sequential_put_ms"]["p99"]
     assert [w["clients"] for w in r["workload"]] == [1, 4]
     for w in r["workload"]:
