@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -59,7 +60,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Start an embedded local Ray and measure, in one run: raw Ray round trips and "
             "actor-to-actor hops, the cost of one actor call, then pmmc-ray sequential put "
-            "latency and throughput at several client counts. Writes JSON to --out."
+            "latency and throughput at several client counts; then the same puts on a peer "
+            "system (PySyncObj, the optional bench extra: 3 local processes, in memory), "
+            "with the ratio pmmc-ray / peer next to each figure. Writes JSON to --out."
         ),
     )
     p.add_argument(
@@ -69,6 +72,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
+    p.add_argument(
+        "--peer",
+        choices=["pysyncobj", "none"],
+        default="pysyncobj",
+        help="peer system measured on the same workload (default pysyncobj; skipped "
+        "when it is not installed: pip install 'pmmc-ray[bench]')",
+    )
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default=None, help="Ray address (default: auto)")
@@ -298,16 +308,63 @@ def _bench(args: argparse.Namespace) -> int:
         ours = pmmc(cfg.model_dump(), clients, args.duration)
     finally:
         stop_ray()
+    peers: dict[str, Any] = {}
+    if args.peer == "pysyncobj":
+        # After Ray has stopped, so the two systems do not share the CPUs.
+        from .runtime.bench_peers import pysyncobj_bench
+
+        print(f"PySyncObj with clients {clients} ...", flush=True)
+        try:
+            peers["pysyncobj"] = pysyncobj_bench(clients, args.duration)
+        except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as e:
+            # Keep pmmc-ray's figures: the peer's failure is reported, not fatal.
+            peers["pysyncobj"] = {"error": f"{type(e).__name__}: {e}"}
+    from .runtime.bench_peers import add_ratios
+
+    add_ratios(ours, peers)
     out = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
         "raw_ray": raw,
         "pmmc_ray": ours,
+        "peers": peers,
     }
     _write_json(args.out, out)
     print(json.dumps(ours, indent=2))
+    for line in _ratio_lines(ours, peers):
+        print(line)
     print(f"wrote {args.out}")
     return 0
+
+
+def _ratio_lines(ours: dict[str, Any], peers: dict[str, Any]) -> list[str]:
+    """One line per figure: pmmc-ray, the peer, and pmmc-ray / peer."""
+    lines = []
+    for name, peer in peers.items():
+        if "skipped" in peer or "error" in peer:
+            lines.append(f"{name}: {peer.get('skipped') or 'failed: ' + peer['error']}")
+            continue
+        key = f"ratio_vs_{name}"
+        seq = ours.get("sequential_put_ms", {})
+        if key in seq:
+            ps = peer["sequential_put_ms"]
+            lines.append(
+                f"sequential put p50: pmmc-ray {seq['p50']} ms, {name} {ps['p50']} ms, "
+                f"ratio {seq[key]['p50']}; p99: {seq['p99']} / {ps['p99']} ms, "
+                f"ratio {seq[key]['p99']}"
+            )
+        theirs = {r["clients"]: r for r in peer.get("workload", [])}
+        for run in ours.get("workload", []):
+            if key not in run:
+                continue
+            t = theirs[run["clients"]]
+            lines.append(
+                f"{run['clients']} clients: pmmc-ray {run['throughput_ops_per_s']} ops/s, "
+                f"{name} {t['throughput_ops_per_s']} ops/s, ratio {run[key]['throughput']}; "
+                f"p50 {run['latency_ms']['p50']} / {t['latency_ms']['p50']} ms, "
+                f"ratio {run[key]['latency_p50']}"
+            )
+    return lines
 
 
 # --- commands against a running deployment ----------------------------------------------------------
