@@ -67,7 +67,7 @@ UNKNOWN = "unknown"
 
 _SLICE_STEPS = 2048  # search steps between yields (and wall-clock checks)
 _MAX_QUOTA = 32  # most slices one partition runs before the next one's turn
-_LOOKAHEAD = 8  # pending observers, by return time, checked on entering a configuration
+_LOOKAHEAD = 2  # pending observers, by return time, checked on entering a configuration
 
 
 # --------------------------------------------------------------------------- #
@@ -268,20 +268,22 @@ class _KeyedRegistersModel(Model):
         # run sets (put: its value; delete: absent; cas: its new value), followed by
         # some of the appends' values.  (Checked allowing an append more than once:
         # weaker, still sound.)
-        if op[0] != "get":
+        if op[0] != "get" or result == value:
             return True
-        values = [a[2] for a in appends]
-        if not all(isinstance(piece, str) for piece in values):
-            return True
-        pieces = set(values) - {""}
         starts = [value]
         for reset in resets:
             kind = reset[0]
             starts.append(reset[2] if kind == "put" else reset[3] if kind == "cas" else None)
+        pieces: set[str] | None = None
         for start in starts:
             if result == start or not isinstance(start, str | None):
                 return True
             if isinstance(result, str) and result.startswith(start or ""):
+                if pieces is None:
+                    values = [a[2] for a in appends]
+                    if not all(isinstance(piece, str) for piece in values):
+                        return True
+                    pieces = set(values) - {""}
                 if _spelled(result, len(start or ""), pieces):
                     return True
         return False
@@ -685,11 +687,13 @@ def _searcher(
     known_left = sum(known)
     step = model.step
     # For the lookahead: return times, and the ops that can change the state (all
-    # but observers) in call order.
+    # but observers) in call order: those of known outcome, which all get linearized,
+    # and the (few) of unknown outcome, which may stay pending to the end.
     inf = float("inf")
     returns = [inf if op.ret is None else op.ret for op in ops]
     by_call = sorted(range(n), key=lambda i: (ops[i].call, i))
-    writers = [i for i in by_call if not observer[i]]
+    writers = [i for i in by_call if known[i] and not observer[i]]
+    maybe_writers = [i for i in by_call if not known[i]]
     appends = [model.is_append(inp) for inp in inputs]
     writer_calls = [ops[i].call for i in writers] + [inf]
     watched = sorted((i for i in range(n) if observer[i]), key=returns.__getitem__)
@@ -708,6 +712,9 @@ def _searcher(
     budget = _SLICE_STEPS
 
     lookahead = type(model).may_reach is not Model.may_reach
+    # The lookahead costs more than it saves on a history decided without much
+    # backtracking: it starts after the first slice.
+    careful = False
 
     def pending(e: int) -> tuple[list[tuple], list[tuple]]:
         """The writes not linearized yet and called by e's return: (non-appends, appends)."""
@@ -715,18 +722,28 @@ def _searcher(
         resets: list[tuple] = []
         extends: list[tuple] = []
         j = first_writer
-        while writer_calls[j] <= returns[e]:
+        until = returns[e]
+        while writer_calls[j] <= until:
             w = writers[j]
             if not (done >> w) & 1:
                 (extends if appends[w] else resets).append(inputs[w])
             j += 1
+        for w in maybe_writers:
+            if ops[w].call > until:
+                break
+            if not (done >> w) & 1:
+                (extends if appends[w] else resets).append(inputs[w])
         return resets, extends
 
     def doomed(e: int) -> bool:
         """Lookahead for the observer e, not legal now: before e returns only ops
         called by then can take effect; if none of them can change the state, or
         they cannot lead to e's result, e never becomes legal."""
-        if writer_calls[first_writer] > returns[e]:
+        until = returns[e]
+        if writer_calls[first_writer] > until and not any(
+            ops[w].call <= until and not ((known_bits | unknown_bits) >> w) & 1
+            for w in maybe_writers
+        ):
             return True
         return lookahead and not model.may_reach(state, inputs[e], results[e], *pending(e))
 
@@ -737,10 +754,13 @@ def _searcher(
             if observer[e]:
                 if step(state, inputs[e], results[e], True)[0]:
                     return [e]
-                if doomed(e):
+                if careful and doomed(e):
                     return []
             found.append(e)
             e = nxt[e]
+        if not careful:
+            found.sort(key=rank.__getitem__)
+            return found
         # The same lookahead for the next observers to return, callable or not.
         done = known_bits | unknown_bits
         j, looked = first_watched, 0
@@ -762,6 +782,7 @@ def _searcher(
         if not budget:
             yield
             budget = _SLICE_STEPS
+            careful = True
         if tried >= len(cands):  # every candidate failed: backtrack
             if not stack:
                 return _Outcome(False, best)
@@ -897,11 +918,12 @@ def check(ops: Sequence[Operation], model: Model, timeout: float | None = None) 
     parts = [part_model.simplify(part) for part, part_model in zip(parts, models, strict=True)]
     # Two searches per partition (candidates by return and by call); the first
     # verdict decides it.
+    # The second starts with the second round: most partitions are decided in the
+    # first slice.
     runs: list[tuple[int, Generator[None, None, _Outcome]]] = [
-        (index, _searcher(part, models[index], by_return))
-        for index, part in enumerate(parts)
-        for by_return in (True, False)
+        (index, _searcher(part, models[index])) for index, part in enumerate(parts)
     ]
+    first_round = True
     done: set[int] = set()
     quota = 1
     while runs:
@@ -941,6 +963,13 @@ def check(ops: Sequence[Operation], model: Model, timeout: float | None = None) 
                 explanation=text,
             )
         runs = [item for item in waiting if item[0] not in done]
+        if first_round:
+            runs = [
+                item
+                for index, run in runs
+                for item in ((index, run), (index, _searcher(parts[index], models[index], False)))
+            ]
+            first_round = False
         quota = min(2 * quota, _MAX_QUOTA)
     return LinResult(
         LINEARIZABLE,
