@@ -256,3 +256,15 @@ def test_a_run_that_raises_is_no_verdict():
         {"x": 2},
     )
     assert len({EXIT_VIOLATION, EXIT_UNDECIDED, EXIT_CRASHED, 0, 2}) == 5
+
+
+def test_kills_by_method_counts_a_sigkill_that_fell_back_to_ray_kill() -> None:
+    """SIGKILL reaches only this machine's processes; a remote actor in a sigkill
+    episode is killed by ray.kill and counted as such."""
+    res = ChaosResult(1, 60.0, 2, ["failover-lagging-replica"], [])
+    rec = FaultRecord(0, "failover-lagging-replica", 10.0, "sigkill")
+    rec.start_s = 10.0
+    rec.killed = ["acceptor-0", "acceptor-1", "leader-0"]
+    rec.ray_killed_instead = ["acceptor-1", "acceptor-2"]  # acceptor-2 never came back
+    res.faults = [rec]
+    assert res.kills_by_method() == {"sigkill": 2, "ray.kill": 1}

@@ -92,6 +92,8 @@ class FaultRecord:
     method: str = ""
     targets: list[str] = field(default_factory=list)  # resolved actor names (or node)
     killed: list[str] = field(default_factory=list)  # actors that were killed
+    # of those, the ones killed by ray.kill though ``method`` is sigkill (not local)
+    ray_killed_instead: list[str] = field(default_factory=list)
     start_s: float | None = None  # fault applied (seconds after the workload started)
     end_s: float | None = None  # healed (== start_s for a kill)
     settle_s: float = 0.0  # waited for every member to answer before it
@@ -189,8 +191,11 @@ class ChaosResult:
         for r in self.faults:
             if r.killed and r.start_s is not None:
                 m = r.method or "node"
-                out[m] = out.get(m, 0) + len(r.killed)
-        return out
+                instead = len(set(r.ray_killed_instead) & set(r.killed))
+                out[m] = out.get(m, 0) + len(r.killed) - instead
+                if instead:
+                    out["ray.kill"] = out.get("ray.kill", 0) + instead
+        return {m: n for m, n in out.items() if n}
 
     def faults_by_kind(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -630,8 +635,11 @@ class Nemesis:
         rec.start_s = rec.end_s = round(start - t0, 3)
         probes.fire(rec, start, t0)
 
-    def _kill_and_wait(self, name: str, method: str, timeout_s: float = 60.0) -> bool:
-        """Kill ``name`` and wait until it answers again from a new process."""
+    def _kill_and_wait(
+        self, name: str, rec: FaultRecord, method: str, timeout_s: float = 60.0
+    ) -> bool:
+        """Kill ``name`` and wait until it answers again from a new process. SIGKILL
+        reaches only this machine's processes: elsewhere it is ray.kill, noted in ``rec``."""
         w = self._where([name]).get(name)
         if w is None:
             return False
@@ -641,6 +649,9 @@ class Nemesis:
             except ProcessLookupError:
                 pass
         else:
+            if method == "sigkill":
+                rec.ray_killed_instead.append(name)
+                rec.notes.append(f"{name}: not on this machine, killed by ray.kill instead")
             self.dep.kill(name, restart=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -717,14 +728,14 @@ class Nemesis:
             time.sleep(1.5)
             rec.notes.append("cut off: " + self._positions([lag, *main], rivals))
             for a in view.acceptors:
-                if self._kill_and_wait(a, fault.method):
+                if self._kill_and_wait(a, rec, fault.method):
                     rec.killed.append(a)
                 else:
                     rec.notes.append(f"{a} did not come back within 60s")
                 time.sleep(0.3)
             killed_at = time.monotonic()
             for n in group:
-                if self._kill_and_wait(n, fault.method):
+                if self._kill_and_wait(n, rec, fault.method):
                     rec.killed.append(n)
             rec.notes.append(
                 f"{active} killed at t={killed_at - t0:.1f}s while {', '.join(main)} could not "
