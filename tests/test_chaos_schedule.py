@@ -268,3 +268,48 @@ def test_kills_by_method_counts_a_sigkill_that_fell_back_to_ray_kill() -> None:
     rec.ray_killed_instead = ["acceptor-1", "acceptor-2"]  # acceptor-2 never came back
     res.faults = [rec]
     assert res.kills_by_method() == {"sigkill": 2, "ray.kill": 1}
+
+
+def test_view_falls_back_to_the_last_configuration_seen(monkeypatch) -> None:
+    """When no replica answers, the nemesis uses the last configuration it saw (an
+    acceptor may have been replaced since the deployment), not the deployed one."""
+    import pmmc_ray.runtime.workload as workload
+    from pmmc_ray.ops.chaos import Nemesis
+
+    class Config:
+        def acceptor_ids(self):
+            return ["acceptor-0", "acceptor-1", "acceptor-2"]
+
+        def replica_ids(self):
+            return ["replica-0", "replica-1"]
+
+        def leader_ids(self):
+            return ["leader-0", "leader-1"]
+
+    class Dep:
+        config = Config()
+        answer = True
+
+        def configurations(self, timeout_s):
+            if not self.answer:
+                raise TimeoutError("no replica answered")
+            members = ["acceptor-0", "acceptor-3", "acceptor-2"]
+            return [
+                {
+                    "acceptors": members,
+                    "replicas": self.config.replica_ids(),
+                    "leaders": self.config.leader_ids(),
+                }
+            ]
+
+    monkeypatch.setattr(workload, "active_leader", lambda dep, wait_s: "leader-0")
+    dep = Dep()
+    nem = Nemesis(dep, say=lambda line: None, seed=1)
+    dep.answer = False
+    assert nem.view().acceptors == ("acceptor-0", "acceptor-1", "acceptor-2")  # nothing seen
+    dep.answer = True
+    assert nem.view().acceptors == ("acceptor-0", "acceptor-3", "acceptor-2")
+    dep.answer = False
+    view = nem.view()
+    assert view.acceptors == ("acceptor-0", "acceptor-3", "acceptor-2")
+    assert view.replicas == ("replica-0", "replica-1") and view.active == "leader-0"

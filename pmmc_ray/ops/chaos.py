@@ -523,6 +523,7 @@ class Nemesis:
         self.local_ip = ray.util.get_node_ip_address()
         self.paused: set[int] = set()
         self.work: Workload | None = None  # for the lagging replica's own clients
+        self._last_members: tuple[tuple[str, ...], ...] | None = None  # see view()
 
     # --- views ----------------------------------------------------------------------------
 
@@ -531,11 +532,15 @@ class Nemesis:
 
         try:
             cur = self.dep.configurations(timeout_s=5.0)[-1]
-            acc, rep, lead = cur["acceptors"], cur["replicas"], cur["leaders"]
+            members = (tuple(cur["acceptors"]), tuple(cur["replicas"]), tuple(cur["leaders"]))
+            self._last_members = members
         except Exception:
+            # No replica answered: the last configuration seen (after an acceptor was
+            # replaced, the deployed one is out of date), else the deployed one.
             c = self.dep.config
-            acc, rep, lead = c.acceptor_ids(), c.replica_ids(), c.leader_ids()
-        return View(tuple(acc), tuple(rep), tuple(lead), active_leader(self.dep, wait_s=5.0))
+            deployed = (tuple(c.acceptor_ids()), tuple(c.replica_ids()), tuple(c.leader_ids()))
+            members = self._last_members or deployed
+        return View(*members, active_leader(self.dep, wait_s=5.0))
 
     def members(self, view: View) -> list[str]:
         out = [*view.acceptors, *view.replicas]
