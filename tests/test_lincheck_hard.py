@@ -158,3 +158,15 @@ def test_a_read_no_pending_write_can_explain_is_a_dead_end_at_once() -> None:
     # with a value they can spell it is linearizable
     fine = Operation("r", 200, 201, ("get", "k"), "".join(f"<{i}>" for i in range(30)))
     assert check([*appends, fine], KV_MODEL, timeout=60).verdict == LIN
+
+
+def test_bad_histories_get_a_clear_error() -> None:
+    """Found by fuzzing: an infinite return time, and an append onto a number."""
+    with pytest.raises(ValueError, match="finite return"):
+        check([Operation("a", 0, float("inf"), ("get", "x"), "v")], KV_MODEL)
+    history = [
+        Operation("a", 0, 1, ("put", "x", 1), None),
+        Operation("b", 2, 3, ("append", "x", "a"), None),
+    ]
+    with pytest.raises(ValueError, match="append needs string values"):
+        check(history, KV_MODEL)

@@ -404,6 +404,10 @@ class KvStoreModel(_KeyedRegistersModel):
         if kind == "put":
             return True, op[2]
         if kind == "append":
+            if not isinstance(value, str | None) or not isinstance(op[2], str):
+                raise ValueError(
+                    f"{self.name}: append needs string values, got {op!r} on {value!r}"
+                )
             return True, (value or "") + op[2]
         if kind == "delete":
             return True, None
@@ -860,6 +864,8 @@ def _prepare(ops: Sequence[Operation], model: Model) -> list[Operation]:
     for op in ops:
         if not math.isfinite(op.call):
             raise ValueError(f"operation has no finite call time: {op!r}")
+        if op.ret is not None and not math.isfinite(op.ret):
+            raise ValueError(f"operation has no finite return time (null for unknown): {op!r}")
         if op.ret is not None and not op.ret >= op.call:
             raise ValueError(f"operation returns before it is called: {op!r}")
         model.validate(op)
