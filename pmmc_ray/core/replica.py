@@ -150,6 +150,8 @@ class Replica:
         self._checkpoint_slot = self.slot_out
         self._checkpoint_due = False
         self._progress_sent = 0  # slot_out last reported to the leaders
+        self._peers_key: tuple[int, Config] | None = None  # see _peers()
+        self._peers_list: list[str] = []
         self._progress_ticks = 0
         self._stalled_ticks = 0  # consecutive ticks without progress (for backoff)
         self._now = 0
@@ -488,12 +490,19 @@ class Replica:
     # --- retransmission, catch-up and state transfer -----------------------------------
 
     def _peers(self) -> list[str]:
-        peers: list[str] = []
-        for cfg in reversed(self.configs):
-            for r in cfg.replicas:
-                if r != self.id and r not in peers:
-                    peers.append(r)
-        return peers
+        """Every other replica of every configuration, newest first. Kept while the
+        configurations stay the same: a tick asks for it, and a long-lived deployment
+        has many configurations (the list only grows, or is replaced on a transfer)."""
+        # Configurations are decided in the log: same count and same latest, same list.
+        key = (len(self.configs), self.configs[-1])
+        if self._peers_key != key:
+            peers: list[str] = []
+            for cfg in reversed(self.configs):
+                for r in cfg.replicas:
+                    if r != self.id and r not in peers:
+                        peers.append(r)
+            self._peers_key, self._peers_list = key, peers
+        return list(self._peers_list)
 
     def _ask_for_state(self, tick: bool = False) -> list[Effect]:
         """Start a transfer from one peer (a different one each time), unless a request is
