@@ -176,3 +176,21 @@ def test_a_leader_whose_commander_is_cut_off_steps_aside():
             took_over = sim.now - cut_at
     assert sim._all_ops_done() and not sim.checker.violations
     assert took_over is not None and took_over < 3 * SimParams().timing.timeout_max
+
+
+def test_progress_sees_every_sample_and_does_not_change_the_run() -> None:
+    """`pmmc-ray sim --seed N --progress S` prints samples of a long run as it goes."""
+    from pmmc_ray.sim.runner import run_seed, trace_digest
+    from pmmc_ray.sim.world import Faults, SimParams
+
+    faults = Faults.parse("all")
+    params = SimParams(ops_per_client=40)
+    samples: list[dict] = []
+    with_progress = run_seed(7, faults, params, trace=True, progress=samples.append)
+    without = run_seed(7, faults, params, trace=True)
+    assert trace_digest(with_progress) == trace_digest(without)
+    assert samples and samples == sorted(samples, key=lambda s: s["virtual_ms"])
+    last = samples[-1]
+    assert last["operations"] == len(without.ops)
+    assert 0 < last["operations_completed"] <= last["operations"]
+    assert last["peaks"] == {k: v for k, v in sorted(with_progress.peaks.items())}

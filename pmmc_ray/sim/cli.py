@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .runner import Summary, run_many, run_seed, trace_digest
 from .world import BUGS, FAULT_KINDS, Faults, SimParams
@@ -49,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="where traces of failing seeds are written (default ./sim-failures)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--progress",
+        type=float,
+        metavar="SECONDS",
+        help="with --seed: every SECONDS of wall time, one JSON line on stderr with the "
+        "virtual time, operations completed and the state peaks so far (for long runs)",
+    )
 
 
 def _params(args: argparse.Namespace) -> SimParams:
@@ -79,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--seeds must be >= 1")
         if args.workers < 0:
             raise ValueError("--workers must be >= 0")
+        if args.progress is not None and (args.seed is None or not args.progress > 0):
+            raise ValueError("--progress needs --seed and a number of seconds > 0")
     except ValueError as e:
         print(f"pmmc-ray sim: {e}", file=sys.stderr)
         return 2
@@ -156,10 +167,28 @@ def _write_failure_traces(
     return out
 
 
+def _progress_printer(args: argparse.Namespace) -> Callable[[dict[str, Any]], None] | None:
+    """For --progress: print a sample as a JSON line on stderr at most every N seconds."""
+    if args.progress is None:
+        return None
+    every = args.progress
+    last = [time.monotonic()]
+
+    def show(sample: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            print(json.dumps(sample, sort_keys=True), file=sys.stderr, flush=True)
+
+    return show
+
+
 def _one(args: argparse.Namespace, faults: Faults, params: SimParams) -> int:
     # A long run keeps no trace in memory unless asked (its digest is then not printed).
     long = params.ops_per_client * params.clients > 20_000
-    res = run_seed(args.seed, faults, params, trace=args.trace or not long)
+    res = run_seed(
+        args.seed, faults, params, trace=args.trace or not long, progress=_progress_printer(args)
+    )
     if args.trace:
         print("\n".join(res.trace or []))
     out = {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .world import Faults, SimParams, SimResult, Simulation
 
@@ -45,11 +46,17 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
 
 
 def run_seed(
-    seed: int, faults: Faults, base: SimParams | None = None, *, trace: bool = False
+    seed: int,
+    faults: Faults,
+    base: SimParams | None = None,
+    *,
+    trace: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> SimResult:
-    """Run one seed. The same (seed, faults, base) always gives the same run."""
+    """Run one seed. The same (seed, faults, base) always gives the same run;
+    ``progress`` gets every state sample (it does not change the run)."""
     params = params_for_seed(seed, faults, base or SimParams())
-    return Simulation(seed, faults, params, trace=trace).run()
+    return Simulation(seed, faults, params, trace=trace, progress=progress).run()
 
 
 def trace_digest(result: SimResult) -> str:

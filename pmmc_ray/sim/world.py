@@ -282,9 +282,16 @@ class Simulation:
     """One seeded run. Construct, then call :meth:`run`."""
 
     def __init__(
-        self, seed: int, faults: Faults, params: SimParams, *, trace: bool = False
+        self,
+        seed: int,
+        faults: Faults,
+        params: SimParams,
+        *,
+        trace: bool = False,
+        progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.seed = seed
+        self.progress = progress  # called after every state sample (see _sample)
         self.rng = random.Random(seed)
         self.faults = faults
         self.params = params
@@ -870,6 +877,17 @@ class Simulation:
         for k, v in sizes.items():
             self.peaks[k] = max(self.peaks.get(k, 0), v)
         self.samples.append((self.now, sizes))
+        if self.progress is not None:
+            done = sum(c.done for c in self.clients.values())
+            self.progress(
+                {
+                    "virtual_ms": self.now,
+                    "operations_completed": done,
+                    "operations": self.params.ops_per_client * len(self.clients),
+                    "sizes": sizes,
+                    "peaks": dict(sorted(self.peaks.items())),
+                }
+            )
 
     def _quarters(self) -> list[dict[str, int]]:
         out: list[dict[str, int]] = [{} for _ in range(4)]
