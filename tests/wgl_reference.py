@@ -1,69 +1,26 @@
 """The original WGL search (Wing & Gong with Lowe's memoisation), kept as a test oracle.
 
-This is the checker's search as it was before the lazy sweep replaced it
-(`pmmc_ray.check.sweep`).  It is simple and was validated against the public
-Porcupine histories, so tests compare the two on many small random histories.
+This is the checker's search as it was before reads-first, the lookahead and the
+two candidate orders (it shares the entry list and the twin links with it). It is
+simple and was validated against the public Porcupine histories, so tests compare
+the two on many small random histories.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from pmmc_ray.check.history import Operation
-from pmmc_ray.check.linearizability import Model, _prepare
+from pmmc_ray.check.linearizability import (
+    Model,
+    _entry_links,
+    _Outcome,
+    _prepare,
+    _twin_links,
+)
 
 _DEADLINE_CHECK_EVERY = 2048
-
-
-@dataclass
-class _Outcome:
-    status: bool | None  # True: linearizable, False: not, None: out of time
-    best_prefix: list[int]  # op indices of the longest linearizable prefix found
-
-
-def _entry_links(ops: Sequence[Operation]) -> tuple[list[int], list[int]]:
-    """Build the sorted doubly-linked entry list.
-
-    Entry ``i`` is the call of op ``i``, entry ``n + i`` its return; ``2n`` is the
-    head sentinel and ``2n + 1`` the tail sentinel.  Calls sort before returns at
-    equal times (see the module docstring).
-    """
-    n = len(ops)
-    inf = float("inf")
-    keys = [(op.call, 0) for op in ops] + [(inf if op.ret is None else op.ret, 1) for op in ops]
-    order = sorted(range(2 * n), key=keys.__getitem__)
-    nxt = [0] * (2 * n + 2)
-    prv = [0] * (2 * n + 2)
-    previous = 2 * n
-    for entry in order:
-        nxt[previous] = entry
-        prv[entry] = previous
-        previous = entry
-    nxt[previous] = 2 * n + 1
-    prv[2 * n + 1] = previous
-    return nxt, prv
-
-
-def _twin_links(ops: Sequence[Operation]) -> list[int]:
-    """For each unknown-outcome op, the previous unknown op with the same input, else -1.
-
-    Identical unknown ops are interchangeable except that the earlier-called one
-    is available sooner, so the search only ever applies them in call order.
-    """
-    last: dict[Any, int] = {}
-    twin = [-1] * len(ops)
-    for index in sorted(range(len(ops)), key=lambda i: ops[i].call):
-        op = ops[index]
-        if op.ret is None:
-            try:
-                twin[index] = last.get(op.op, -1)
-                last[op.op] = index
-            except TypeError:  # unhashable input: no symmetry reduction
-                pass
-    return twin
 
 
 def _search(ops: Sequence[Operation], model: Model, deadline: float) -> _Outcome:
