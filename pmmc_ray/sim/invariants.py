@@ -49,7 +49,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from ..app import InvalidOperation, KVStore, StateMachine
-from ..core import Acceptor, Ballot, Batch, OpenSession, Reconfigure, Replica
+from ..core import Acceptor, Ballot, Batch, Config, OpenSession, Reconfigure, Replica
 from ..core.messages import (
     AcceptorAccept,
     AcceptorCollected,
@@ -91,6 +91,7 @@ class InvariantChecker:
         self.acceptor_ballots: dict[tuple[str, int], Ballot] = {}  # A1
         self.acceptor_shadow: dict[tuple[str, int], dict[int, Ballot]] = {}  # A3
         self.replica_slot_out: dict[str, int] = {}
+        self._configs_seen: dict[str, tuple[int, Config | None]] = {}
         self.incarnation: dict[str, int] = {}
         self.ballot_user: dict[tuple[int, Ballot], tuple[str, int]] = {}  # B1
         self.digest_at: dict[int, str] = {}
@@ -306,8 +307,15 @@ class InvariantChecker:
                 f"D1: {pid} applied slots up to {r.slot_out - 1}, its disk has them up to "
                 f"{durable - 1}"
             )
-        for cfg in r.configs:
-            self.quorum_of.setdefault(cfg.epoch, cfg.quorum)
+        # The configuration list only grows (it is the decided sequence); look again
+        # only when it changed, since a long run keeps hundreds.
+        last = r.configs[-1] if r.configs else None
+        seen = self._configs_seen.get(pid)
+        if seen is None or seen[0] != len(r.configs) or seen[1] is not last:
+            self._configs_seen[pid] = (len(r.configs), last)
+            for cfg in r.configs:
+                if cfg.epoch not in self.quorum_of:
+                    self.quorum_of[cfg.epoch] = cfg.quorum
         prev = self.replica_slot_out.get(pid)
         if prev is not None and r.slot_out < prev:
             self.fail(f"R4: {pid} slot_out went from {prev} to {r.slot_out}")

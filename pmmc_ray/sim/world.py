@@ -235,6 +235,24 @@ class SimResult:
         return out
 
 
+class _Cut:
+    """A partition: side ``a`` cannot reach side ``b`` (nor ``b`` reach ``a`` if
+    ``both``). Answers ``(src, dst) in cut`` like the set of those pairs, without
+    building it (thousands of pairs with 50 clients, at every partition)."""
+
+    __slots__ = ("a", "b", "both")
+
+    def __init__(self, a: list[str], b: list[str], both: bool) -> None:
+        self.a, self.b, self.both = frozenset(a), frozenset(b), both
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        src, dst = pair
+        return (src in self.a and dst in self.b) or (self.both and src in self.b and dst in self.a)
+
+    def clear(self) -> None:
+        self.a = self.b = frozenset()
+
+
 class _SimClient:
     def __init__(self, cid: str, rng: random.Random, params: SimParams) -> None:
         self.id = cid
@@ -248,10 +266,10 @@ class _SimClient:
         self.session = f"{cid}~1"  # the client id its commands carry
         self.opened = False
         self.sid = 0  # the session identity the log gave it
+        self._keys = [f"k{i}" for i in range(params.keys)]
 
     def next_op(self, now: int) -> ClientOp:
-        keys = [f"k{i}" for i in range(self.params.keys)]
-        k = self.rng.choice(keys)
+        k = self.rng.choice(self._keys)
         kind = self.rng.choices(["get", "put", "append", "cas", "delete"], [30, 25, 25, 12, 8])[0]
         tag = f"{self.session}.{self.next_id}"  # unique across its sessions
         if kind == "get":
@@ -305,7 +323,7 @@ class Simulation:
         self.storage: dict[str, list[DurableRecord]] = {}
         self.factories: dict[str, Callable[[bool], Any]] = {}
         self.timer_version: dict[tuple[str, str], int] = {}
-        self.blocked: set[tuple[str, str]] = set()
+        self.blocked: set[tuple[str, str]] | _Cut = set()  # (src, dst) pairs cut off
         self.trace: list[str] | None = [] if trace else None
         self.events = 0
         self.messages = 0
@@ -479,7 +497,8 @@ class Simulation:
             if owner in self.clients or owner == "admin":
                 self._client_receive(owner, msg)
             elif dst in self.alive:
-                self._log(f"{src} -> {dst} {msg!r}")
+                if self.trace is not None:  # repr of every message is costly in long runs
+                    self._log(f"{src} -> {dst} {msg!r}")
                 self._step(dst, msg)
         elif kind == "timer":
             pid, name, inc, version = payload
@@ -695,9 +714,8 @@ class Simulation:
             )
         return False  # an acceptor without its disk must not vote again: not simulated
 
-    def _can_crash(self, pid: str) -> bool:
+    def _can_crash(self, pid: str, cfg: Config) -> bool:
         role = role_of(pid)
-        cfg = self._current_config()
         if role == "acceptor":
             down = sum(1 for a in cfg.acceptors if a not in self.alive)
             return down < len(cfg.acceptors) - cfg.quorum
@@ -712,7 +730,8 @@ class Simulation:
             # its own disk, with no peer to ask.
             group = [r for r in self._current_config().replicas if r in self.alive]
         else:
-            candidates = [p for p in sorted(self.alive) if self._can_crash(p)]
+            cfg = self._current_config()
+            candidates = [p for p in sorted(self.alive) if self._can_crash(p, cfg)]
             if self.faults.disk and not self.faults.crash:
                 candidates = [p for p in candidates if self._can_lose_disk(p)]
             if candidates:
@@ -751,12 +770,9 @@ class Simulation:
         nodes = sorted(self.factories) + sorted(self.clients)
         side = {n: self.rng.random() < 0.5 for n in nodes}
         one_way = self.rng.random() < 0.4
-        self.blocked = {
-            (a, b)
-            for a in nodes
-            for b in nodes
-            if side[a] and not side[b] or (not one_way and side[b] and not side[a])
-        }
+        self.blocked = _Cut(
+            [n for n in nodes if side[n]], [n for n in nodes if not side[n]], not one_way
+        )
         self.partitions += 1
         self._log(
             f"partition {'one-way' if one_way else 'two-way'} {sorted(n for n in nodes if side[n])}"
@@ -830,13 +846,15 @@ class Simulation:
     def _known_configs(self) -> tuple[Config, ...]:
         """The longest configuration list a live replica with state knows (what a client
         would discover); the last one seen if no such replica is up (a power loss)."""
-        best: tuple[Config, ...] = ()
+        best: list[Config] = []
         for pid in sorted(self.alive):
             r = self.procs[pid]
             if isinstance(r, Replica) and not r.recovering and len(r.configs) > len(best):
-                best = tuple(r.configs)
-        if len(best) >= len(self._last_configs):
-            self._last_configs = best
+                best = r.configs
+        last = self._last_configs
+        # Copy only when it differs: the list grows with every reconfiguration.
+        if len(best) > len(last) or (best and len(best) == len(last) and best[-1] is not last[-1]):
+            self._last_configs = tuple(best)
         return self._last_configs
 
     def _heal(self) -> None:
