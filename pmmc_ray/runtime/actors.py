@@ -72,6 +72,7 @@ from ..core import (
 )
 from ..core.ids import commander_of, scout_of
 from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
+from .dataplane import DataPlane, new_secret, secret_key
 from .storage import FileLock, RecordLog, StorageError, lock_path, remove_log, storage_path
 
 __all__ = [
@@ -296,12 +297,43 @@ class _Host:
         self.dropped_messages = 0
         self.steps = 0
         self.injected_bug = _injected_bug(name)
+        self.data: DataPlane | None = None
+        if self.cfg.transport == "stream":
+            self._start_data_plane()
         if self.reconstructed:
             log.warning("%s restarted (restart #%s)", name, self.restarts)
             self.metrics.inc("pmmc_restarts", "actor reconstructions seen at startup")
         self.role: Any = self._build_role()
         if self.role is not None:
             self._run(lambda now: self.role.start(now))
+
+    def _start_data_plane(self) -> None:
+        key = secret_key(self.ns, self.cfg.deployment_id)
+        # The first actor of the deployment creates the secret; every other one reads it.
+        internal_kv._internal_kv_put(key, new_secret(), overwrite=False, namespace=KV_NAMESPACE)
+        secret = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+        self.data = DataPlane(
+            self.name,
+            str(self.cfg.deployment_id),
+            secret,
+            self._deliver_stream,
+            self._resolve,
+            host=ray.util.get_node_ip_address(),
+        )
+        self.loop.create_task(self.data.start())
+
+    async def _resolve(self, dst: str) -> tuple[str, int]:
+        h = self._peer(dst)
+        if h is None:
+            raise LookupError(f"no actor named {dst}")
+        addr = await asyncio.wait_for(h.data_address.remote(), 2.0)
+        if addr is None:
+            raise LookupError(f"{dst} has no data plane")
+        return addr[0], int(addr[1])
+
+    def _deliver_stream(self, src: str, msgs: list) -> None:
+        if self.role is not None:
+            self._handle_all(msgs)
 
     # --- to override --------------------------------------------------------------------
 
@@ -510,6 +542,9 @@ class _Host:
         return h
 
     def _transmit(self, dst: str, msgs: list) -> None:
+        if self.data is not None and self.data.send(dst, msgs):
+            self.sent_messages += len(msgs)
+            return
         h = self._peer(dst)
         if h is None:
             self.dropped_messages += len(msgs)
@@ -540,6 +575,10 @@ class _Host:
             return
         if isinstance(msgs, bytes):
             msgs = pickle.loads(msgs)
+        self._handle_all(msgs)
+
+    def _handle_all(self, msgs: list) -> None:
+        """Hand ``msgs`` to the role as one step."""
         handle = self.role.handle
 
         def produce(now: int) -> list:
@@ -553,6 +592,12 @@ class _Host:
     async def ping(self) -> str:
         """Readiness probe."""
         return "pong"
+
+    async def data_address(self) -> tuple[str, int] | None:
+        """Where this actor's data plane listens (None with ``transport: ray``)."""
+        if self.data is None:
+            return None
+        return await self.data.address()
 
     async def reset_payload_stats(self) -> None:
         """Forget the payload sizes seen so far (to measure one event)."""
@@ -622,7 +667,10 @@ class _Host:
             "payload_bytes": dict(self.payload_bytes),
             "rss_bytes": _rss_bytes(),
             "faults": self.faults.as_dict(),
+            "transport": self.cfg.transport,
         }
+        if self.data is not None:
+            st["data_plane"] = self.data.stats()
         if self.storage is not None:
             st["storage"] = str(self.storage.path)
             st["storage_records"] = self.storage.count()

@@ -12,7 +12,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,6 +66,12 @@ class DeploymentConfig(BaseModel):
     state_chunk: int = Field(1 << 20, ge=1)
     max_sessions: int = Field(100_000, ge=1)
     max_entries_per_message: int = Field(256, ge=1)
+
+    transport: Literal["stream", "ray"] = "stream"
+    """How protocol messages travel between actors: ``stream`` (persistent authenticated
+    TCP streams between the actors, with Ray calls while a stream is not up; see
+    :mod:`pmmc_ray.runtime.dataplane`) or ``ray`` (one Ray actor call per message batch).
+    Clients reach replicas through Ray calls either way."""
 
     data_dir: str = "~/.pmmc-ray/data"
     app: str = Field("pmmc_ray.app:KVStore", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -37,6 +37,7 @@ from . import placement
 from .actors import ACTOR_CLASSES
 from .client import AsyncClient, Client, HistoryRecorder
 from .config import KV_NAMESPACE, DeploymentConfig, load_app_class
+from .dataplane import secret_key
 from .manifest import (
     DataDirError,
     Manifest,
@@ -475,6 +476,9 @@ class Deployment:
                 del_by_prefix=True,
                 namespace=_KV_NAMESPACE,
             )
+            internal_kv._internal_kv_del(
+                secret_key(self.namespace, self.config.deployment_id), namespace=_KV_NAMESPACE
+            )
         except Exception:
             pass
 
@@ -498,6 +502,9 @@ class Deployment:
             internal_kv._internal_kv_del(_kv_key(self.namespace), namespace=_KV_NAMESPACE)
             internal_kv._internal_kv_del(
                 f"init/{self.namespace}/", del_by_prefix=True, namespace=_KV_NAMESPACE
+            )
+            internal_kv._internal_kv_del(
+                secret_key(self.namespace, self.config.deployment_id), namespace=_KV_NAMESPACE
             )
         except Exception:
             log.warning("could not remove the stored config of %s", self.namespace)

@@ -1,0 +1,180 @@
+"""The data plane's wire format: frames, the connection handshake, and a codec that
+decodes protocol messages and nothing else.
+
+A connection carries protocol messages one way, from the actor that opened it (``src``)
+to the actor that accepted it (``dst``). It starts with a handshake that proves both
+ends hold the deployment's secret (HMAC-SHA256 over both nonces, the deployment id and
+the two names, one proof each way), so a process without the secret can neither send
+a message nor pose as a peer. Then come frames: a 4-byte big-endian length and that many
+bytes of payload, at most :data:`MAX_FRAME`; a longer length closes the connection.
+
+The payload is a list of messages, pickled. Pickle is how Ray itself moves these
+objects between actors; here it is fenced twice:
+
+- nothing is decoded before the handshake proved the sender holds the secret;
+- decoding uses a restricted unpickler that can build only the protocol's own
+  dataclasses (``pmmc_ray.core.types`` and ``pmmc_ray.core.messages``) and the
+  built-in containers and scalars, and refuses any other global: a frame naming
+  ``os.system`` raises :class:`WireError` before anything is called.
+
+The encoder enforces the same list: a message holding an object of any other type (an
+application op of a custom class, say) raises :class:`NotWireSafe`, and the sender
+sends that message through a Ray call instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import io
+import json
+import os
+import pickle
+import struct
+from typing import Any
+
+from ..core import messages as _messages
+from ..core import types as _types
+
+__all__ = [
+    "MAX_FRAME",
+    "NotWireSafe",
+    "WireError",
+    "decode",
+    "encode",
+    "frame_header",
+    "proof",
+]
+
+MAX_FRAME = 64 << 20
+"""Largest frame payload in bytes (a state chunk is 1 MiB by default)."""
+
+MAX_HELLO = 4096
+"""Largest handshake header in bytes."""
+
+VERSION = 1
+_HEADER = struct.Struct(">I")
+
+
+class WireError(ValueError):
+    """A frame or handshake that does not follow this format: the connection is closed."""
+
+
+class NotWireSafe(TypeError):
+    """The message holds an object the decoder would refuse: send it another way."""
+
+
+def _protocol_types() -> frozenset[type]:
+    found = set()
+    for mod in (_types, _messages):
+        for v in vars(mod).values():
+            if isinstance(v, type) and dataclasses.is_dataclass(v):
+                found.add(v)
+    return frozenset(found)
+
+
+_TYPES = _protocol_types()
+_GLOBALS = frozenset((t.__module__, t.__qualname__) for t in _TYPES)
+_BY_NAME = {(t.__module__, t.__qualname__): t for t in _TYPES}
+# Exact built-in types the pickler handles itself (reducer_override is not asked).
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset})
+
+
+class _Pickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t in _TYPES or t in _SCALARS or (t is type and obj in _TYPES):  # or the class
+            return NotImplemented  # pickle it the usual way
+        raise NotWireSafe(f"{t.__module__}.{t.__qualname__} is not a protocol type")
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        cls = _BY_NAME.get((module, name))
+        if cls is None:
+            raise WireError(f"a frame names {module}.{name}, which is not a protocol type")
+        return cls
+
+
+def encode(msgs: list) -> bytes:
+    """The frame payload for ``msgs`` (raises :class:`NotWireSafe`)."""
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(msgs)
+    return buf.getvalue()
+
+
+def decode(payload: bytes) -> list:
+    """The messages of a frame payload (raises :class:`WireError` on anything else)."""
+    try:
+        msgs = _Unpickler(io.BytesIO(payload)).load()
+    except WireError:
+        raise
+    except Exception as e:  # truncated or malformed: never half-trusted
+        raise WireError(f"undecodable frame: {type(e).__name__}: {e}") from None
+    if not isinstance(msgs, list) or any(type(m) not in _TYPES for m in msgs):
+        raise WireError("a frame must hold a list of protocol messages")
+    return msgs
+
+
+def frame_header(n: int) -> bytes:
+    return _HEADER.pack(n)
+
+
+def frame_length(header: bytes) -> int:
+    (n,) = _HEADER.unpack(header)
+    if n > MAX_FRAME:
+        raise WireError(f"frame of {n} bytes; the limit is {MAX_FRAME}")
+    return n
+
+
+# --- handshake -------------------------------------------------------------------------------
+
+
+def new_nonce() -> str:
+    return os.urandom(16).hex()
+
+
+def hello(deployment_id: str, src: str, dst: str, nonce: str) -> bytes:
+    """The opener's first message: who it is, whom it wants, and its nonce."""
+    body = json.dumps(
+        {"v": VERSION, "deployment": deployment_id, "src": src, "dst": dst, "nonce": nonce}
+    ).encode()
+    return frame_header(len(body)) + body
+
+
+def parse_hello(body: bytes) -> dict[str, str]:
+    try:
+        h = json.loads(body)
+        if h.get("v") != VERSION:
+            raise WireError(f"wire version {h.get('v')!r}; this side speaks {VERSION}")
+        fields = {k: h[k] for k in ("deployment", "src", "dst", "nonce")}
+    except WireError:
+        raise
+    except Exception as e:
+        raise WireError(f"bad hello: {type(e).__name__}") from None
+    if not all(isinstance(v, str) and 0 < len(v) <= 256 for v in fields.values()):
+        raise WireError("bad hello: every field must be a short string")
+    return fields
+
+
+def proof(secret: bytes, who: str, h: dict[str, str], server_nonce: str) -> bytes:
+    """HMAC-SHA256 of everything both sides said, by ``who`` ("opener" or "acceptor"):
+    the two proofs differ, so one cannot be replayed as the other."""
+    msg = "|".join(
+        (
+            "pmmc-wire",
+            str(VERSION),
+            who,
+            h["deployment"],
+            h["src"],
+            h["dst"],
+            h["nonce"],
+            server_nonce,
+        )
+    )
+    return hmac.new(secret, msg.encode(), hashlib.sha256).digest()
+
+
+def same(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
