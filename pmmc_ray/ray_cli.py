@@ -69,6 +69,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--out", default="results/bench.json", help="result file (default results/bench.json)"
     )
     p.add_argument("--clients", default="1,4,16", help="client counts (default 1,4,16)")
+    p.add_argument(
+        "--outstanding",
+        default="64,1024",
+        help="operations in flight from one process (asyncio clients sharing a mux), a "
+        "comma list; 0 skips (default 64,1024)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
@@ -292,6 +298,13 @@ def _bench(args: argparse.Namespace) -> int:
     except ValueError:
         return _err("--clients must be a comma list of counts >= 1 and --duration > 0")
     try:
+        outstanding = [int(x) for x in args.outstanding.split(",")]
+        if min(outstanding) < 0:
+            raise ValueError
+        outstanding = [n for n in outstanding if n > 0]
+    except ValueError:
+        return _err("--outstanding must be a comma list of counts >= 0")
+    try:
         cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}")
     except ValueError as e:
         return _err(str(e))
@@ -305,7 +318,7 @@ def _bench(args: argparse.Namespace) -> int:
         raw = raw_ray(cfg.namespace)
         print(json.dumps(raw), flush=True)
         print(f"pmmc-ray with clients {clients} ...", flush=True)
-        ours = pmmc(cfg.model_dump(), clients, args.duration)
+        ours = pmmc(cfg.model_dump(), clients, args.duration, outstanding)
     finally:
         stop_ray()
     peers: dict[str, Any] = {}

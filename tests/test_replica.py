@@ -18,6 +18,7 @@ from pmmc_ray.core import (
     Reconfigure,
     Replica,
     Request,
+    Requests,
     Response,
     Send,
     SetTimer,
@@ -70,6 +71,30 @@ def test_requests_beyond_the_window_wait_then_travel_as_one_batch(config):
     expected = Batch(tuple(Command(c, 1, ("get", "k")) for c in "bcd"))
     assert sends(effects)[-1] == ("leader-1", Propose("replica-0", config, 2, ((2, expected),)))
     assert list(r.requests) == [("e", 1)]
+
+
+def test_requests_arriving_together_share_one_batch(config):
+    r = make(config, Timing(window=4, max_batch=64, max_inflight=1))
+    cmds = tuple(Command(c, 1, ("put", c, "v")) for c in ("a", "b", "c"))
+    effects = r.handle(Requests(cmds), 0)
+    proposes = [m for _, m in sends(effects) if isinstance(m, Propose)]
+    assert len(proposes) == 2  # one per leader, one slot, all three commands
+    assert proposes[0].entries == ((1, Batch(cmds)),)
+    # One by one, the first would have gone alone (nothing in flight yet).
+    r2 = make(config, Timing(window=4, max_batch=64, max_inflight=1))
+    first = r2.handle(Request(cmds[0]), 0)
+    assert [m.entries for _, m in sends(first)][0] == ((1, Batch(cmds[:1])),)
+
+
+def test_requests_are_checked_one_by_one(config, timing):
+    r = make(config, timing)
+    bad = Command("a", 1, ("put", "k"))  # malformed: rejected, the others go on
+    good = Command("b", 1, ("put", "k", "v"))
+    effects = r.handle(Requests((bad, good)), 0)
+    replies = [e.response for e in effects if isinstance(e, ClientReply)]
+    assert [(x.client_id, x.error is not None) for x in replies] == [("a", True)]
+    proposes = [m for _, m in sends(effects) if isinstance(m, Propose)]
+    assert proposes[0].entries == ((1, Batch((good,))),)
 
 
 def test_decisions_are_applied_in_slot_order_and_answered(config, timing):

@@ -35,6 +35,15 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Requests:
+    """Several client requests that reached a replica together (a client process
+    multiplexes its clients' commands into one call). Handled like one Request each,
+    then one propose: they share a batch instead of the first going alone."""
+
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     """<response, cid, result>: the outcome of a performed command.
 
@@ -297,6 +306,7 @@ class Timer:
 
 Message = (
     Request
+    | Requests
     | Response
     | Propose
     | Progress

@@ -70,6 +70,7 @@ from .messages import (
     ReplicaRecovering,
     ReplicaSnapshot,
     Request,
+    Requests,
     Response,
     Retire,
     Send,
@@ -244,6 +245,11 @@ class Replica:
         match msg:
             case Request():
                 return self._on_request(msg.command)
+            case Requests():
+                effects: list[Effect] = []
+                for c in msg.commands:
+                    effects += self._on_request(c, propose=False)
+                return effects if self.recovering else effects + self._propose()
             case Decisions():
                 return self._on_decisions(msg.entries)
             case CatchUp():
@@ -300,7 +306,7 @@ class Replica:
 
     # --- requests and proposals ------------------------------------------------------
 
-    def _on_request(self, c: Command) -> list[Effect]:
+    def _on_request(self, c: Command, propose: bool = True) -> list[Effect]:
         done = self.client_table.get(c.client_id)
         if done is not None and isinstance(c.op, OpenSession):
             return [ClientReply(Response(c.client_id, c.command_id, done[0]))]  # open already
@@ -321,7 +327,7 @@ class Replica:
         except InvalidOperation as e:
             return [ClientReply(Response(c.client_id, c.command_id, None, str(e)))]
         self.requests[c.key] = c
-        return [] if self.recovering else self._propose()
+        return [] if self.recovering or not propose else self._propose()
 
     def _take_batch(self) -> Batch:
         first_key = next(iter(self.requests))

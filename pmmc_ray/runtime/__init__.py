@@ -27,6 +27,7 @@ _EXPORTS = {
     "OutcomeUnknownError": "client",
     "SessionExpiredError": "client",
     "SessionNotOpenedError": "client",
+    "SubmitMux": "mux",
     "connect": "deployment",
     "deploy": "deployment",
 }

@@ -64,6 +64,7 @@ from ..core import (
     ProtocolViolation,
     Replica,
     Request,
+    Requests,
     Response,
     Scout,
     Send,
@@ -908,32 +909,62 @@ class _ReplicaHost(_Host):
         command may still be performed: retry it, with the same id, anywhere), or
         :class:`SubmitRefused` if this replica cannot serve at all.
         """
+        return (await self.submit_many([command], [timeout_s]))[0]
+
+    async def submit_many(self, commands: list[Command], timeouts_s: list[float]) -> list[Any]:
+        """:meth:`submit` for several commands (of different clients) at once: they enter
+        the replica in one step, so they can share one slot. Answers in order, each a
+        :class:`Response`, :class:`SubmitTimeout` or :class:`SubmitRefused`."""
+        # Checked here, where raising answers the caller: inside the step it would
+        # stop the replica.
+        if len(commands) != len(timeouts_s) or not commands:
+            raise ValueError("one timeout per command, and at least one command")
+        for c in commands:
+            if not (
+                type(c) is Command
+                and isinstance(c.client_id, str)
+                and type(c.command_id) is int
+                and type(c.session) is int
+            ):
+                raise TypeError(f"not a well-formed Command: {c!r:.200}")
         if self.role is None:
-            return SubmitRefused(self.name, self.refusing or "not running")
+            refused = SubmitRefused(self.name, self.refusing or "not running")
+            return [refused] * len(commands)
         t0 = time.monotonic()
-        key = (command.client_id, command.command_id)
-        fut = self.loop.create_future()
-        self._waiters.setdefault(key, []).append(fut)
+        futs = []
+        for command in commands:
+            fut = self.loop.create_future()
+            self._waiters.setdefault((command.client_id, command.command_id), []).append(fut)
+            futs.append(fut)
+        msg: Any = Request(commands[0]) if len(commands) == 1 else Requests(tuple(commands))
         try:
-            request = Request(command)
-            self._run(lambda now: self.role.handle(request, now))
-            resp = await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            return SubmitTimeout(self.name, timeout_s)
+            self._run(lambda now: self.role.handle(msg, now))
+            answers = await asyncio.gather(
+                *(self._answer(c, f, t) for c, f, t in zip(commands, futs, timeouts_s, strict=True))
+            )
         finally:
-            waiting = self._waiters.get(key)
-            if waiting is not None:
-                if fut in waiting:
-                    waiting.remove(fut)
-                if not waiting:
-                    del self._waiters[key]
+            for command, fut in zip(commands, futs, strict=True):
+                key = (command.client_id, command.command_id)
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    if fut in waiting:
+                        waiting.remove(fut)
+                    if not waiting:
+                        del self._waiters[key]
+        ms = (time.monotonic() - t0) * 1000.0
         self.metrics.observe(
             "pmmc_replica_client_latency_ms",
             "submit latency at the replica",
-            (time.monotonic() - t0) * 1000.0,
+            ms,
             _Metrics._LATENCY_BOUNDS_MS,
         )
-        return resp
+        return answers
+
+    async def _answer(self, command: Command, fut: asyncio.Future, timeout_s: float) -> Any:
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return SubmitTimeout(self.name, timeout_s)
 
     def _configs(self) -> list[dict[str, Any]]:
         return [

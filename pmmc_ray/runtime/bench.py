@@ -5,8 +5,10 @@ Measures, on the Ray this process is connected to:
     N hops between two asyncio actors (the cost of one protocol message hop);
   - the cost of submitting one actor call with a list of protocol messages versus the
     same list pre-pickled to bytes (what the runtime's transport sends);
-  - pmmc-ray: one client ``put`` at a time (latency), and throughput/latency with
-    several concurrent clients.
+  - pmmc-ray: one client ``put`` at a time (latency), throughput/latency with several
+    concurrent clients (threads, one Ray call per operation), and with many
+    operations outstanding from one process (asyncio clients sharing a
+    :class:`~pmmc_ray.runtime.mux.SubmitMux`: one call per replica per loop turn).
 Nothing here asserts a number; the caller writes the result to a file.
 """
 
@@ -20,10 +22,13 @@ from typing import Any
 
 import ray
 
+from ..check.linearizability import KV_MODEL, check
 from ..core import Batch, Command, Config
 from ..core.messages import Propose
-from .deployment import deploy
-from .workload import run_workload
+from .client import AsyncClient, HistoryRecorder, OutcomeUnknownError
+from .deployment import Deployment, deploy
+from .mux import SubmitMux
+from .workload import replica_states, run_workload
 
 
 @ray.remote(num_cpus=0)
@@ -106,7 +111,93 @@ def raw_ray(namespace: str, samples: int = 200) -> dict[str, Any]:
             ray.kill(h, no_restart=True)
 
 
-def pmmc(config: dict[str, Any], clients: list[int], duration_s: float) -> dict[str, Any]:
+async def _pipelined(
+    dep: Deployment, n: int, duration_s: float, value_bytes: int, recorder: HistoryRecorder
+) -> dict[str, Any]:
+    """``n`` paper clients in this event loop, one mux: puts and gets of
+    ``value_bytes``-byte values on n/4 keys, closed loop, for ``duration_s``."""
+    loop = asyncio.get_running_loop()
+    names = dep.replica_names()
+    handles = {name: dep.handle(name) for name in names}
+    mux = SubmitMux()
+    clients = [
+        AsyncClient(
+            dep.config,
+            timeout_s=30.0,
+            attempt_timeout_s=10.0,
+            recorder=recorder,
+            client_id=f"bench{n}-{i}",
+            replicas=names,
+            handles=handles,
+            mux=mux,
+        )
+        for i in range(n)
+    ]
+    keys = max(1, n // 4)
+    # Keys of this run only: the history checked is this run's, so no key may hold a
+    # value an earlier run wrote.
+    prefix = f"pipelined{n}-{time.time_ns():x}-"
+    # Warm up: every client opens its session (a trip through the log) before timing.
+    await asyncio.gather(*(c.get(f"{prefix}{i % keys}") for i, c in enumerate(clients)))
+    latencies: list[float] = []
+    unknown = 0
+    calls0, cmds0 = mux.calls, mux.commands
+    t0 = loop.time()
+    stop_at = t0 + duration_s
+
+    async def drive(i: int, c: AsyncClient) -> None:
+        nonlocal unknown
+        key, j = f"{prefix}{i % keys}", 0
+        while loop.time() < stop_at:
+            j += 1
+            t = loop.time()
+            try:
+                if j % 2:
+                    await c.put(key, f"{i:x}.{j:x}".ljust(value_bytes, "."))
+                else:
+                    await c.get(key)
+            except OutcomeUnknownError:
+                unknown += 1
+                continue
+            latencies.append((loop.time() - t) * 1000)
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(drive(i, c) for i, c in enumerate(clients)))
+    elapsed = loop.time() - t0
+    driver_cpu = time.process_time() - cpu0
+    latencies.sort()
+    calls = mux.calls - calls0
+    return {
+        "outstanding": n,
+        "value_bytes": value_bytes,
+        "duration_s": round(elapsed, 2),
+        "throughput_ops_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms": {
+            "p50": round(latencies[len(latencies) // 2], 2) if latencies else None,
+            "p99": round(latencies[int(len(latencies) * 0.99)], 2) if latencies else None,
+        },
+        "ops": len(latencies),
+        "unknown": unknown,
+        "commands_per_call": round((mux.commands - cmds0) / calls, 1) if calls else None,
+        "driver_cpu_ms_per_op": round(driver_cpu * 1000 / len(latencies), 3) if latencies else None,
+    }
+
+
+def pipelined(dep: Deployment, n: int, duration_s: float, value_bytes: int = 16) -> dict[str, Any]:
+    """Run :func:`_pipelined` and check the recorded history and the replicas."""
+    recorder = HistoryRecorder()
+    out = asyncio.run(_pipelined(dep, n, duration_s, value_bytes, recorder))
+    out["linearizable"] = check(recorder.operations(), KV_MODEL, timeout=60.0).verdict
+    out["replicas_consistent"] = replica_states(dep)[0]
+    return out
+
+
+def pmmc(
+    config: dict[str, Any],
+    clients: list[int],
+    duration_s: float,
+    outstanding: list[int] | None = None,
+) -> dict[str, Any]:
     """Deploy, time sequential puts, then run the workload at each client count."""
     t0 = time.monotonic()
     dep = deploy(config)
@@ -135,6 +226,7 @@ def pmmc(config: dict[str, Any], clients: list[int], duration_s: float) -> dict[
                 }
             )
         out["workload"] = runs
+        out["pipelined"] = [pipelined(dep, n, duration_s) for n in outstanding or []]
     finally:
         dep.shutdown(delete_data=True)
     return out

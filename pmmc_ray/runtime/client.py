@@ -46,6 +46,7 @@ from ..core import SESSION_EXPIRED, Command, OpenSession, Reconfigure, Response
 from ..core.replica import validate_reconfigure
 from .actors import SubmitRefused, SubmitTimeout
 from .config import DeploymentConfig, load_app_class
+from .mux import SubmitMux
 
 __all__ = [
     "AsyncClient",
@@ -413,6 +414,8 @@ class AsyncClient(_Base):
 
     ``handles``: actor handles of replicas the caller already holds, by name (copied);
     the client looks up the others itself, with a blocking call the first time.
+    ``mux``: a :class:`~pmmc_ray.runtime.mux.SubmitMux` shared by the clients of this
+    event loop, so that their commands to a replica travel in one call per loop turn.
     """
 
     def __init__(
@@ -425,6 +428,7 @@ class AsyncClient(_Base):
         client_id: str | None = None,
         replicas: list[str] | None = None,
         handles: dict[str, Any] | None = None,
+        mux: SubmitMux | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -436,6 +440,7 @@ class AsyncClient(_Base):
             handles=handles,
         )
         self._lock: asyncio.Lock | None = None
+        self._mux = mux
 
     async def execute(self, op: Any) -> Any:
         """Perform ``op`` on the replicated state machine and return its result."""
@@ -463,10 +468,13 @@ class AsyncClient(_Base):
                     await asyncio.sleep(step)
                     continue
                 name, h, per, remaining = step
+                call = (
+                    self._mux.submit(name, h, cmd, per)
+                    if self._mux is not None
+                    else h.submit.remote(cmd, per)
+                )
                 try:
-                    res = await asyncio.wait_for(
-                        h.submit.remote(cmd, per), min(per + 1.0, remaining)
-                    )
+                    res = await asyncio.wait_for(call, min(per + 1.0, remaining))
                 except Exception as e:
                     self._failed(cmd, name, e)
                     continue

@@ -49,6 +49,7 @@ from .manifest import (
     wipe,
     write_manifest,
 )
+from .mux import SubmitMux
 
 __all__ = [
     "AlreadyDeployedError",
@@ -410,9 +411,13 @@ class Deployment:
         attempt_timeout_s: float = 1.5,
         recorder: HistoryRecorder | None = None,
         client_id: str | None = None,
+        mux: SubmitMux | None = None,
     ) -> AsyncClient:
-        """An asyncio client of this deployment (talking to the current replicas)."""
-        return self._make_client(AsyncClient, timeout_s, attempt_timeout_s, recorder, client_id)
+        """An asyncio client of this deployment (talking to the current replicas).
+        Clients of one event loop that share ``mux`` send their commands together."""
+        c = self._make_client(AsyncClient, timeout_s, attempt_timeout_s, recorder, client_id)
+        c._mux = mux
+        return c
 
     def _make_client(
         self,

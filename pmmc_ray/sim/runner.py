@@ -21,7 +21,8 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
     proposals in flight and checkpoints every 2, 7 or 1000 slots; state transfers move
     16, 64 or 2^20 bytes per chunk; replicas keep 3 or 1000 decisions for peers; the
     client table keeps 5 or 100,000 sessions (5: the clients and the admin evict each
-    other now and then); 2 to 5 clients.
+    other now and then); 2 to 5 clients; in one run in two, clients' requests to a
+    replica travel together as one ``Requests`` message (``mux``).
     """
     if not base.vary:
         return base
@@ -37,12 +38,14 @@ def params_for_seed(seed: int, faults: Faults, base: SimParams) -> SimParams:
         keep_decisions=r.choice([3, 1000]),
         max_sessions=r.choice([5, 100_000]),
     )
-    return replace(
+    varied = replace(
         base,
         f=2 if r.random() < 0.25 else base.f,
         clients=base.clients if base.fixed_clients else r.randint(2, 5),
         timing=timing,
     )
+    # Drawn last, so the draws above (and the runs of seeds without it) stay as they were.
+    return replace(varied, mux=base.mux or r.random() < 0.5)
 
 
 def run_seed(

@@ -48,6 +48,7 @@ from ..core import (
     Reconfigure,
     Replica,
     Request,
+    Requests,
     Response,
     Scout,
     Send,
@@ -149,6 +150,9 @@ class SimParams:
     """Keep ``clients`` even when the runner varies the rest by seed."""
     sample_every: int = 500
     """Virtual ms between samples of every process's state sizes (``SimResult.peaks``)."""
+    mux: bool = False
+    """Clients' requests to one replica within a virtual ms travel together, as one
+    :class:`Requests` message (what a client process's multiplexer does)."""
 
 
 BUGS = (
@@ -338,6 +342,7 @@ class Simulation:
         self.had_state: dict[str, bool] = {}  # replica -> held state when it crashed
         self._config0: Config | None = None
         self._last_configs: tuple[Config, ...] = ()
+        self._muxed: dict[str, list[Command]] = {}  # replica -> commands waiting (mux)
         self.checker = InvariantChecker({}, max_sessions=params.timing.max_sessions)
         self.checker.replicas_now = lambda: self._current_config().replicas
         self.clients: dict[str, _SimClient] = {}
@@ -511,6 +516,8 @@ class Simulation:
                 self._step(pid, Timer(name))
         elif kind == "client_next":
             self._client_next(payload)
+        elif kind == "mux_flush":
+            self._mux_flush(payload)
         elif kind == "client_retry":
             self._client_retry(*payload)
         elif kind == "admin_retry":
@@ -609,10 +616,25 @@ class Simulation:
         dst = self.rng.choice(replicas)
         if not c.opened:
             self._log(f"{c.session} open session -> {dst}")
-            self._send(c.session, dst, Request(Command(c.session, 0, OpenSession())))
+            self._request(c.session, dst, Command(c.session, 0, OpenSession()))
             return
         self._log(f"{c.session} request {op.command_id} {op.op!r} -> {dst}")
-        self._send(c.session, dst, Request(Command(c.session, op.command_id, op.op, c.sid)))
+        self._request(c.session, dst, Command(c.session, op.command_id, op.op, c.sid))
+
+    def _request(self, src: str, dst: str, cmd: Command) -> None:
+        if not self.params.mux:
+            self._send(src, dst, Request(cmd))
+            return
+        waiting = self._muxed.setdefault(dst, [])
+        if not waiting:
+            self._schedule(1, "mux_flush", dst)
+        waiting.append(cmd)
+
+    def _mux_flush(self, dst: str) -> None:
+        cmds = self._muxed.pop(dst, [])
+        if cmds:
+            self._log(f"mux {len(cmds)} requests -> {dst}")
+            self._send("mux", dst, Requests(tuple(cmds)))
 
     def _client_next(self, cid: str) -> None:
         c = self.clients[cid]

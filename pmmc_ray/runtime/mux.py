@@ -1,0 +1,78 @@
+"""Many clients, one call: the commands of a process's clients to one replica travel
+together.
+
+A paper client keeps one command in flight, so a process that wants thousands of
+operations in flight runs thousands of clients (each its own session in the replicated
+client table, so exactly-once holds per client as before). Giving each its own Ray call
+would cost the process one call per operation. :class:`SubmitMux` collects the commands
+that clients of one event loop submit to the same replica during one turn of the loop
+and sends them in one ``submit_many`` call; the replica takes them in one step, so they
+can share one slot. Each client still gets its own answer, timeout and retry.
+
+Use one mux per event loop::
+
+    mux = SubmitMux()
+    clients = [dep.async_client(mux=mux) for _ in range(1000)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..core import Command
+
+__all__ = ["SubmitMux"]
+
+
+class SubmitMux:
+    """Batches ``submit`` calls per replica and per event-loop turn."""
+
+    def __init__(self, max_batch: int = 2048) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self._waiting: dict[str, tuple[Any, list[tuple[Command, float, asyncio.Future]]]] = {}
+        self.calls = 0
+        self.commands = 0
+
+    def submit(self, name: str, handle: Any, command: Command, timeout_s: float) -> asyncio.Future:
+        """What ``handle.submit.remote(command, timeout_s)`` would answer, as a future."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        entry = self._waiting.get(name)
+        if entry is None:
+            entry = self._waiting[name] = (handle, [])
+            loop.call_soon(self._flush, name)
+        entry[1].append((command, timeout_s, fut))
+        return fut
+
+    def _flush(self, name: str) -> None:
+        handle, items = self._waiting.pop(name)
+        for i in range(0, len(items), self.max_batch):
+            part = items[i : i + self.max_batch]
+            try:
+                ref = handle.submit_many.remote([c for c, _, _ in part], [t for _, t, _ in part])
+            except Exception as e:
+                _fail(part, e)
+                continue
+            self.calls += 1
+            self.commands += len(part)
+            asyncio.ensure_future(_deliver(ref, part))
+
+
+async def _deliver(ref: Any, part: list[tuple[Command, float, asyncio.Future]]) -> None:
+    try:
+        answers = await ref
+    except Exception as e:  # the replica died or is unreachable: every client retries
+        _fail(part, e)
+        return
+    for (_, _, fut), answer in zip(part, answers, strict=True):
+        if not fut.done():
+            fut.set_result(answer)
+
+
+def _fail(part: list[tuple[Command, float, asyncio.Future]], e: Exception) -> None:
+    for _, _, fut in part:
+        if not fut.done():
+            fut.set_exception(e)
