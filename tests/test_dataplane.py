@@ -268,11 +268,89 @@ def test_frames_with_a_foreign_global_close_the_stream():
         try:
             await _send_until_up(a, "b", [_propose(0)])
             await _until(lambda: len(net.got["b"]) == 1)
+            # Even with a valid MAC (an authenticated but malicious peer), the decoder
+            # refuses a frame naming a foreign global, and the stream is closed.
+            link = a.links["b"]
             evil = pickle.dumps([os.system])
-            a.links["b"].writer.write(wire.frame_header(len(evil)) + evil)
+            mac = wire.frame_mac(link.key, link.seq + 1, evil)
+            link.writer.write(wire.frame_header(len(evil)) + evil + mac)
             await _until(lambda: b.bad_frames == 1)
             assert len(net.got["b"]) == 1
         finally:
             net.close()
 
     asyncio.run(main())
+
+
+def test_frames_injected_after_the_handshake_fail_their_mac():
+    """A relay that passed the handshake through, then writes its own frames: the MAC
+    (keyed per connection, numbered per frame) stops them before they are decoded."""
+
+    async def main() -> None:
+        net = _Net()
+        a = await net.add("a")
+        b = await net.add("b")
+        try:
+            await _send_until_up(a, "b", [_propose(0)])
+            await _until(lambda: len(net.got["b"]) == 1)
+            link = a.links["b"]
+            forged = wire.encode([_propose(666)])
+            wrong_key = wire.frame_mac(b"x" * 32, link.seq + 1, forged)
+            link.writer.write(wire.frame_header(len(forged)) + forged + wrong_key)
+            await _until(lambda: b.bad_frames == 1)
+            assert [m.entries[0][0] for _, ms in net.got["b"] for m in ms] == [0]
+        finally:
+            net.close()
+
+    asyncio.run(main())
+
+
+def test_a_replayed_frame_fails_its_mac():
+    async def main() -> None:
+        net = _Net()
+        a = await net.add("a")
+        b = await net.add("b")
+        try:
+            await _send_until_up(a, "b", [_propose(0)])
+            await _until(lambda: len(net.got["b"]) == 1)
+            link = a.links["b"]
+            payload = wire.encode([_propose(1)])
+            old = wire.frame_mac(link.key, link.seq, payload)  # an earlier sequence number
+            link.writer.write(wire.frame_header(len(payload)) + payload + old)
+            await _until(lambda: b.bad_frames == 1)
+            assert len(net.got["b"]) == 1
+        finally:
+            net.close()
+
+    asyncio.run(main())
+
+
+def test_a_frame_too_big_for_the_buffer_goes_by_ray_instead():
+    async def main() -> None:
+        net = _Net()
+        a = await net.add("a")
+        await net.add("b")
+        try:
+            await _send_until_up(a, "b", [_propose(0)])
+            big = Propose(
+                "replica-0",
+                CFG,
+                1,
+                ((1, Batch((Command("c1", 1, ("put", "k", "x" * (a.max_buffer // 2))),))),),
+            )
+            assert a.send("b", [big]) is False  # the caller sends it through Ray
+            assert a.send("b", [_propose(1)]) is True  # the link is still fine
+        finally:
+            net.close()
+
+    asyncio.run(main())
+
+
+def test_only_protocol_messages_are_framed():
+    from pmmc_ray.core.messages import Persist
+
+    with pytest.raises(wire.NotWireSafe):
+        wire.encode([Persist(None)])
+    payload = pickle.dumps([Persist(None)])
+    with pytest.raises(wire.WireError):
+        wire.decode(payload)

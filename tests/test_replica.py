@@ -460,3 +460,11 @@ def test_a_recovering_replica_pulls_state_from_a_peer_that_makes_itself_known(co
         ("replica-7", StateRequest("replica-0"))
     ]
     assert sends(r.handle(CatchUp("replica-7", 41), 0)) == []  # asked already: no second one
+
+
+def test_an_op_that_makes_validate_raise_anything_is_refused_not_fatal(config, timing):
+    r = make(config, timing)
+    effects = r.handle(req("a", 1, (["put"], "k", "v")), 0)  # a list: unhashable
+    (reply,) = [e.response for e in effects if isinstance(e, ClientReply)]
+    assert reply.error is not None and "TypeError" in reply.error
+    assert not r.requests and not r.proposals

@@ -326,6 +326,12 @@ class Replica:
                 self.app.validate(c.op)
         except InvalidOperation as e:
             return [ClientReply(Response(c.client_id, c.command_id, None, str(e)))]
+        except Exception as e:
+            # validate() must not change state, so anything it raises means "invalid"
+            # (a list where a str belongs makes the KV store raise TypeError): answer
+            # the client; never let one request stop the replica.
+            why = f"invalid operation: {type(e).__name__}: {e}"
+            return [ClientReply(Response(c.client_id, c.command_id, None, why))]
         self.requests[c.key] = c
         return [] if self.recovering or not propose else self._propose()
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import os
 import pickle
 import random
@@ -310,9 +311,16 @@ class _Host:
 
     def _start_data_plane(self) -> None:
         key = secret_key(self.ns, self.cfg.deployment_id)
-        # The first actor of the deployment creates the secret; every other one reads it.
-        internal_kv._internal_kv_put(key, new_secret(), overwrite=False, namespace=KV_NAMESPACE)
-        secret = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+        try:
+            # The first actor of the deployment creates the secret; the others read it.
+            internal_kv._internal_kv_put(key, new_secret(), overwrite=False, namespace=KV_NAMESPACE)
+            secret = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+            if not secret:
+                raise RuntimeError("the deployment's secret is not in the GCS")
+        except Exception:
+            # Without it, this actor's messages go through Ray calls (slower, still safe).
+            log.warning("%s: no data plane (Ray calls only)", self.name, exc_info=True)
+            return
         self.data = DataPlane(
             self.name,
             str(self.cfg.deployment_id),
@@ -327,7 +335,11 @@ class _Host:
         h = self._peer(dst)
         if h is None:
             raise LookupError(f"no actor named {dst}")
-        addr = await asyncio.wait_for(h.data_address.remote(), 2.0)
+        try:
+            addr = await asyncio.wait_for(h.data_address.remote(), 2.0)
+        except Exception:
+            self._peers.pop(dst, None)  # maybe a stale handle: look the name up again
+            raise
         if addr is None:
             raise LookupError(f"{dst} has no data plane")
         return addr[0], int(addr[1])
@@ -927,6 +939,9 @@ class _ReplicaHost(_Host):
                 and type(c.session) is int
             ):
                 raise TypeError(f"not a well-formed Command: {c!r:.200}")
+        for t in timeouts_s:
+            if not (isinstance(t, int | float) and math.isfinite(t) and 0 < t <= 3600):
+                raise ValueError(f"a timeout must be in (0, 3600] seconds, got {t!r:.40}")
         if self.role is None:
             refused = SubmitRefused(self.name, self.refusing or "not running")
             return [refused] * len(commands)

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +46,28 @@ _HANDSHAKE_TIMEOUT_S = 3.0
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _IDLE_S = 10.0  # a link nobody sent to for this long stops trying to connect
+_MAX_HANDSHAKES = 64  # connections being authenticated at once; more are closed
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """Notice a peer whose node died without a reset within about 15 s, not the ~15 min
+    TCP takes on its own: probe an idle connection, and give up on unacknowledged data."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    for level, opt, value in (
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), 5),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), 2),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), 15000),
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    ):
+        if opt is not None:
+            try:
+                sock.setsockopt(level, opt, value)
+            except OSError:
+                pass
 
 
 def secret_key(namespace: str, deployment_id: str | None) -> str:
@@ -63,6 +86,8 @@ class _Link:
         self.last_error = ""
         self.full_since: float | None = None
         self.wanted_at = time.monotonic()
+        self.key = b""  # this connection's frame MAC key
+        self.seq = 0
 
     @property
     def ready(self) -> bool:
@@ -87,6 +112,7 @@ class _Link:
                 await asyncio.sleep(self._backoff())
                 continue
             self.connects += 1
+            _keepalive(writer)
             self.writer = writer
             self.full_since = None
             opened = time.monotonic()
@@ -137,13 +163,14 @@ class _Link:
         theirs = await reader.readexactly(32)
         if not wire.same(theirs, wire.proof(p.secret, "acceptor", h, server_nonce)):
             raise wire.WireError(f"{self.dst} did not prove it holds the deployment's secret")
+        self.key, self.seq = wire.session_key(p.secret, h, server_nonce), 0
 
-    def send(self, frame: bytes, n_msgs: int) -> bool:
+    def send(self, payload: bytes) -> bool:
         """Queue one frame; False if it was dropped (the buffer is full)."""
         w = self.writer
         assert w is not None
         buffered = w.transport.get_write_buffer_size()
-        if buffered + len(frame) > self.plane.max_buffer:
+        if buffered and buffered + len(payload) > self.plane.max_buffer:
             now = time.monotonic()
             if self.full_since is None:
                 self.full_since = now
@@ -154,7 +181,9 @@ class _Link:
                 self.close()
             return False
         self.full_since = None
-        w.write(frame)
+        self.seq += 1
+        mac = wire.frame_mac(self.key, self.seq, payload)
+        w.writelines((wire.frame_header(len(payload)), payload, mac))
         return True
 
     def close(self) -> None:
@@ -198,15 +227,24 @@ class DataPlane:
         self.refused_connections = 0
         self.bad_frames = 0
         self._accepted: set[asyncio.StreamWriter] = set()
+        self._handshaking = 0
+        self.failed: str | None = None
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, self.host, 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.started.set()
+        try:
+            self.server = await asyncio.start_server(self._serve, self.host, 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+        except Exception as e:  # peers then keep using Ray calls to reach this actor
+            self.failed = f"{type(e).__name__}: {e}"
+            log.error("%s: the data plane could not listen on %s: %s", self.name, self.host, e)
+        finally:
+            self.started.set()
 
-    async def address(self) -> tuple[str, int]:
+    async def address(self) -> tuple[str, int] | None:
+        """Where this plane listens; None if it could not listen."""
         await self.started.wait()
-        assert self.port is not None
+        if self.port is None:
+            return None
         return self.host, self.port
 
     def send(self, dst: str, msgs: list) -> bool:
@@ -222,11 +260,11 @@ class DataPlane:
             return False
         try:
             payload = wire.encode(msgs)
-        except wire.NotWireSafe:
+        except Exception:  # not wire-safe, too deep to pickle, ...: Ray pickles it
             return False
-        if len(payload) > wire.MAX_FRAME:
-            return False
-        if link.send(wire.frame_header(len(payload)) + payload, len(msgs)):
+        if len(payload) > min(wire.MAX_FRAME, self.max_buffer // 2):
+            return False  # too big for the stream's buffer: a Ray call carries it
+        if link.send(payload):
             self.frames_sent += 1
         else:
             self.dropped_full += 1
@@ -242,7 +280,8 @@ class DataPlane:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "address": f"{self.host}:{self.port}",
+            "address": f"{self.host}:{self.port}" if self.failed is None else None,
+            "failed": self.failed,
             "links_up": sorted(d for d, lk in self.links.items() if lk.ready),
             "links_down": {d: lk.last_error for d, lk in self.links.items() if not lk.ready},
             "frames_sent": self.frames_sent,
@@ -272,16 +311,35 @@ class DataPlane:
             writer.transport.abort()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._handshaking >= _MAX_HANDSHAKES:
+            self.refused_connections += 1  # a flood of unauthenticated connections
+            return
+        self._handshaking += 1
         try:
-            src = await asyncio.wait_for(self._accept(reader, writer), _HANDSHAKE_TIMEOUT_S)
+            src, key = await asyncio.wait_for(self._accept(reader, writer), _HANDSHAKE_TIMEOUT_S)
         except Exception as e:
             self.refused_connections += 1
-            log.warning("%s: refused a data-plane connection: %s", self.name, e)
+            if self.refused_connections <= 10 or self.refused_connections % 1000 == 0:
+                log.warning(
+                    "%s: refused a data-plane connection (%d so far): %s",
+                    self.name,
+                    self.refused_connections,
+                    e,
+                )
             return
+        finally:
+            self._handshaking -= 1
+        _keepalive(writer)
+        seq = 0
         try:
             while True:
                 n = wire.frame_length(await reader.readexactly(4))
-                msgs = wire.decode(await reader.readexactly(n))
+                payload = await reader.readexactly(n)
+                mac = await reader.readexactly(wire.MAC_BYTES)
+                seq += 1
+                if not wire.same(mac, wire.frame_mac(key, seq, payload)):
+                    raise wire.WireError(f"frame {seq} from {src} fails its MAC")
+                msgs = wire.decode(payload)
                 self.frames_received += 1
                 self.deliver(src, msgs)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -290,7 +348,9 @@ class DataPlane:
             self.bad_frames += 1
             log.warning("%s: closing the stream from %s: %s", self.name, src, e)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[str, bytes]:
         n = wire.frame_length(await reader.readexactly(4))
         if n > wire.MAX_HELLO:
             raise wire.WireError("hello too long")
@@ -303,7 +363,7 @@ class DataPlane:
         if not wire.same(theirs, wire.proof(self.secret, "opener", h, server_nonce)):
             raise wire.WireError(f"{h['src']} did not prove it holds the deployment's secret")
         writer.write(wire.proof(self.secret, "acceptor", h, server_nonce))
-        return h["src"]
+        return h["src"], wire.session_key(self.secret, h, server_nonce)
 
 
 def new_secret() -> bytes:

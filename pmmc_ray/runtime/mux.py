@@ -35,6 +35,7 @@ class SubmitMux:
         self._waiting: dict[str, tuple[Any, list[tuple[Command, float, asyncio.Future]]]] = {}
         self.calls = 0
         self.commands = 0
+        self._tasks: set[asyncio.Future] = set()
 
     def submit(self, name: str, handle: Any, command: Command, timeout_s: float) -> asyncio.Future:
         """What ``handle.submit.remote(command, timeout_s)`` would answer, as a future."""
@@ -49,6 +50,7 @@ class SubmitMux:
 
     def _flush(self, name: str) -> None:
         handle, items = self._waiting.pop(name)
+        items = [it for it in items if not it[2].done()]  # a client may have given up
         for i in range(0, len(items), self.max_batch):
             part = items[i : i + self.max_batch]
             try:
@@ -58,14 +60,18 @@ class SubmitMux:
                 continue
             self.calls += 1
             self.commands += len(part)
-            asyncio.ensure_future(_deliver(ref, part))
+            task = asyncio.ensure_future(_deliver(ref, part))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
 
 
 async def _deliver(ref: Any, part: list[tuple[Command, float, asyncio.Future]]) -> None:
     try:
         answers = await ref
-    except Exception as e:  # the replica died or is unreachable: every client retries
-        _fail(part, e)
+    except BaseException as e:  # the replica died or is unreachable: every client retries
+        _fail(part, e if isinstance(e, Exception) else ConnectionError("submit cancelled"))
+        if not isinstance(e, Exception):
+            raise
         return
     for (_, _, fut), answer in zip(part, answers, strict=True):
         if not fut.done():

@@ -4,14 +4,20 @@ decodes protocol messages and nothing else.
 A connection carries protocol messages one way, from the actor that opened it (``src``)
 to the actor that accepted it (``dst``). It starts with a handshake that proves both
 ends hold the deployment's secret (HMAC-SHA256 over both nonces, the deployment id and
-the two names, one proof each way), so a process without the secret can neither send
-a message nor pose as a peer. Then come frames: a 4-byte big-endian length and that many
-bytes of payload, at most :data:`MAX_FRAME`; a longer length closes the connection.
+the two names, one proof each way) and derives a key for this connection alone. Then
+come frames: a 4-byte big-endian length, that many bytes of payload (at most
+:data:`MAX_FRAME`; a longer length closes the connection), and a 16-byte MAC of the
+frame's sequence number and payload under the connection's key. A frame whose MAC does
+not check (forged, replayed, reordered or injected by a relay that passed the
+handshake through) closes the connection before it is decoded. So a process without
+the secret can neither send a message nor pose as a peer. Frames are not encrypted:
+like Ray's own traffic, they are readable on the network path.
 
 The payload is a list of messages, pickled. Pickle is how Ray itself moves these
 objects between actors; here it is fenced twice:
 
-- nothing is decoded before the handshake proved the sender holds the secret;
+- nothing is decoded before the handshake proved the sender holds the secret and the
+  frame's MAC checked;
 - decoding uses a restricted unpickler that can build only the protocol's own
   dataclasses (``pmmc_ray.core.types`` and ``pmmc_ray.core.messages``) and the
   built-in containers and scalars, and refuses any other global: a frame naming
@@ -32,19 +38,23 @@ import json
 import os
 import pickle
 import struct
+import typing
 from typing import Any
 
 from ..core import messages as _messages
 from ..core import types as _types
 
 __all__ = [
+    "MAC_BYTES",
     "MAX_FRAME",
     "NotWireSafe",
     "WireError",
     "decode",
     "encode",
     "frame_header",
+    "frame_mac",
     "proof",
+    "session_key",
 ]
 
 MAX_FRAME = 64 << 20
@@ -75,8 +85,9 @@ def _protocol_types() -> frozenset[type]:
 
 
 _TYPES = _protocol_types()
-_GLOBALS = frozenset((t.__module__, t.__qualname__) for t in _TYPES)
 _BY_NAME = {(t.__module__, t.__qualname__): t for t in _TYPES}
+# What a frame may hold at its top level: messages, not effects or stored records.
+_MESSAGES = frozenset(typing.get_args(_messages.Message))
 # Exact built-in types the pickler handles itself (reducer_override is not asked).
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset})
 
@@ -99,6 +110,9 @@ class _Unpickler(pickle.Unpickler):
 
 def encode(msgs: list) -> bytes:
     """The frame payload for ``msgs`` (raises :class:`NotWireSafe`)."""
+    for m in msgs:
+        if type(m) not in _MESSAGES:
+            raise NotWireSafe(f"{type(m).__name__} is not a protocol message")
     buf = io.BytesIO()
     _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(msgs)
     return buf.getvalue()
@@ -112,7 +126,7 @@ def decode(payload: bytes) -> list:
         raise
     except Exception as e:  # truncated or malformed: never half-trusted
         raise WireError(f"undecodable frame: {type(e).__name__}: {e}") from None
-    if not isinstance(msgs, list) or any(type(m) not in _TYPES for m in msgs):
+    if not isinstance(msgs, list) or any(type(m) not in _MESSAGES for m in msgs):
         raise WireError("a frame must hold a list of protocol messages")
     return msgs
 
@@ -158,22 +172,33 @@ def parse_hello(body: bytes) -> dict[str, str]:
     return fields
 
 
+def _transcript(who: str, h: dict[str, str], server_nonce: str) -> bytes:
+    # A JSON list: unambiguous, whatever the fields hold.
+    fields = ["pmmc-wire", VERSION, who, h["deployment"], h["src"], h["dst"], h["nonce"]]
+    return json.dumps([*fields, server_nonce]).encode()
+
+
 def proof(secret: bytes, who: str, h: dict[str, str], server_nonce: str) -> bytes:
     """HMAC-SHA256 of everything both sides said, by ``who`` ("opener" or "acceptor"):
     the two proofs differ, so one cannot be replayed as the other."""
-    msg = "|".join(
-        (
-            "pmmc-wire",
-            str(VERSION),
-            who,
-            h["deployment"],
-            h["src"],
-            h["dst"],
-            h["nonce"],
-            server_nonce,
-        )
-    )
-    return hmac.new(secret, msg.encode(), hashlib.sha256).digest()
+    return hmac.new(secret, _transcript(who, h, server_nonce), hashlib.sha256).digest()
+
+
+def session_key(secret: bytes, h: dict[str, str], server_nonce: str) -> bytes:
+    """The key of this connection's frame MACs (fresh per connection: both nonces)."""
+    return hmac.new(secret, _transcript("session", h, server_nonce), hashlib.sha256).digest()
+
+
+MAC_BYTES = 16
+_SEQ = struct.Struct(">Q")
+
+
+def frame_mac(key: bytes, seq: int, payload: bytes) -> bytes:
+    """MAC of frame number ``seq`` of a connection (keyed BLAKE2b, 16 bytes)."""
+    h = hashlib.blake2b(key=key, digest_size=MAC_BYTES)
+    h.update(_SEQ.pack(seq))
+    h.update(payload)
+    return h.digest()
 
 
 def same(a: bytes, b: bytes) -> bool:
