@@ -75,6 +75,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="operations in flight from one process (asyncio clients sharing a mux), a "
         "comma list; 0 skips (default 64,1024)",
     )
+    p.add_argument(
+        "--value-bytes",
+        type=int,
+        default=16,
+        help="size of the values the --outstanding runs write (default 16)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
@@ -304,6 +310,8 @@ def _bench(args: argparse.Namespace) -> int:
         outstanding = [n for n in outstanding if n > 0]
     except ValueError:
         return _err("--outstanding must be a comma list of counts >= 0")
+    if not 1 <= args.value_bytes <= 1 << 20:
+        return _err("--value-bytes must be between 1 and 1048576")
     try:
         cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}")
     except ValueError as e:
@@ -318,7 +326,7 @@ def _bench(args: argparse.Namespace) -> int:
         raw = raw_ray(cfg.namespace)
         print(json.dumps(raw), flush=True)
         print(f"pmmc-ray with clients {clients} ...", flush=True)
-        ours = pmmc(cfg.model_dump(), clients, args.duration, outstanding)
+        ours = pmmc(cfg.model_dump(), clients, args.duration, outstanding, args.value_bytes)
     finally:
         stop_ray()
     peers: dict[str, Any] = {}

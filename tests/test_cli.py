@@ -57,6 +57,9 @@ def test_sim_single_seed_trace(capsys):
         (["run", "--config", "/nonexistent/x.toml"], "cannot read"),
         (["run", "--config", "/etc/hostname"], "unsupported config format"),
         (["bench", "--clients", "1,zero"], "--clients must be a comma list"),
+        (["bench", "--outstanding", "64,-1"], "--outstanding must be a comma list"),
+        (["bench", "--outstanding", "x"], "--outstanding must be a comma list"),
+        (["bench", "--value-bytes", "0"], "--value-bytes must be between"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):

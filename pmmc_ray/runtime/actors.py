@@ -501,8 +501,11 @@ class _Host:
                 self._on_client_reply(e.response)
             elif not isinstance(e, Persist):
                 raise TypeError(f"unknown effect {e!r}")
+        # The same messages to several peers (a commander's p2a, a replica's proposal)
+        # are encoded once for the streams.
+        encoded: dict[tuple[int, ...], bytes] = {}
         for dst, msgs in out.items():
-            self._send(dst, msgs)
+            self._send(dst, msgs, encoded)
 
     def _set_timer(self, name: str, delay_ms: float) -> None:
         old = self._timers.pop(name, None)
@@ -517,7 +520,7 @@ class _Host:
 
     # --- transport ------------------------------------------------------------------------
 
-    def _send(self, dst: str, msgs: list) -> None:
+    def _send(self, dst: str, msgs: list, encoded: dict | None = None) -> None:
         f = self.faults
         if f.active:
             if (self.name, dst) in f.blocked:
@@ -536,7 +539,7 @@ class _Host:
                 delay = random.uniform(0, f.delay_ms) / 1000.0
                 self.loop.call_later(delay, self._transmit, dst, msgs)
                 return
-        self._transmit(dst, msgs)
+        self._transmit(dst, msgs, encoded)
 
     def _peer(self, dst: str) -> Any:
         h = self._peers.get(dst)
@@ -554,8 +557,8 @@ class _Host:
         self._peers[dst] = h
         return h
 
-    def _transmit(self, dst: str, msgs: list) -> None:
-        if self.data is not None and self.data.send(dst, msgs):
+    def _transmit(self, dst: str, msgs: list, encoded: dict | None = None) -> None:
+        if self.data is not None and self.data.send(dst, msgs, encoded):
             self.sent_messages += len(msgs)
             return
         h = self._peer(dst)

@@ -15,6 +15,7 @@ Nothing here asserts a number; the caller writes the result to a file.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import statistics
 import time
@@ -111,6 +112,37 @@ def raw_ray(namespace: str, samples: int = 200) -> dict[str, Any]:
             ray.kill(h, no_restart=True)
 
 
+def tree_cpu_s(root: int | None = None) -> float | None:
+    """CPU seconds (user + system) used so far by process ``root`` (default: this one)
+    and every live descendant: with an embedded local Ray, that is the driver, the
+    raylet, the GCS and every actor. None where /proc is not there."""
+    root = os.getpid() if root is None else root
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parent[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for pid, cpu in used.items():
+        p, depth = pid, 0
+        while p not in (root, 0, 1) and depth < 64:
+            p, depth = parent.get(p, 0), depth + 1
+        if p == root:
+            total += cpu
+    return total
+
+
 async def _pipelined(
     dep: Deployment, n: int, duration_s: float, value_bytes: int, recorder: HistoryRecorder
 ) -> dict[str, Any]:
@@ -161,10 +193,12 @@ async def _pipelined(
                 continue
             latencies.append((loop.time() - t) * 1000)
 
-    cpu0 = time.process_time()
+    cpu0, all0 = time.process_time(), tree_cpu_s()
     await asyncio.gather(*(drive(i, c) for i, c in enumerate(clients)))
     elapsed = loop.time() - t0
     driver_cpu = time.process_time() - cpu0
+    all1 = tree_cpu_s()
+    all_cpu = None if all0 is None or all1 is None else all1 - all0
     latencies.sort()
     calls = mux.calls - calls0
     return {
@@ -180,6 +214,11 @@ async def _pipelined(
         "unknown": unknown,
         "commands_per_call": round((mux.commands - cmds0) / calls, 1) if calls else None,
         "driver_cpu_ms_per_op": round(driver_cpu * 1000 / len(latencies), 3) if latencies else None,
+        # Every process of the embedded Ray (actors, raylet, GCS) and the driver; with a
+        # Ray this process did not start, only the driver's share is known.
+        "cpu_ms_per_op": (
+            round(all_cpu * 1000 / len(latencies), 3) if latencies and all_cpu else None
+        ),
     }
 
 
@@ -197,6 +236,7 @@ def pmmc(
     clients: list[int],
     duration_s: float,
     outstanding: list[int] | None = None,
+    value_bytes: int = 16,
 ) -> dict[str, Any]:
     """Deploy, time sequential puts, then run the workload at each client count."""
     t0 = time.monotonic()
@@ -226,7 +266,7 @@ def pmmc(
                 }
             )
         out["workload"] = runs
-        out["pipelined"] = [pipelined(dep, n, duration_s) for n in outstanding or []]
+        out["pipelined"] = [pipelined(dep, n, duration_s, value_bytes) for n in outstanding or []]
     finally:
         dep.shutdown(delete_data=True)
     return out

@@ -247,7 +247,7 @@ class DataPlane:
             return None
         return self.host, self.port
 
-    def send(self, dst: str, msgs: list) -> bool:
+    def send(self, dst: str, msgs: list, encoded: dict | None = None) -> bool:
         """Send ``msgs`` to ``dst`` over its stream. False means: not sent, use a Ray call
         (no link yet, or the messages cannot be framed). A frame dropped because the
         buffer is full counts as sent: it is lost like a packet."""
@@ -258,10 +258,18 @@ class DataPlane:
             link.wanted_at = time.monotonic()
             link.start()
             return False
-        try:
-            payload = wire.encode(msgs)
-        except Exception:  # not wire-safe, too deep to pickle, ...: Ray pickles it
-            return False
+        # ``encoded``: payloads already made in this step, by the ids of their messages
+        # (alive for the whole step), so the same messages to several peers are
+        # pickled once.
+        key = tuple(map(id, msgs)) if encoded is not None else None
+        payload = encoded.get(key) if encoded is not None else None
+        if payload is None:
+            try:
+                payload = wire.encode(msgs)
+            except Exception:  # not wire-safe, too deep to pickle, ...: Ray pickles it
+                return False
+            if encoded is not None:
+                encoded[key] = payload
         if len(payload) > min(wire.MAX_FRAME, self.max_buffer // 2):
             return False  # too big for the stream's buffer: a Ray call carries it
         if link.send(payload):

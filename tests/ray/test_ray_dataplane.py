@@ -144,3 +144,14 @@ def test_submit_many_refuses_malformed_commands(dep):
         ray.get(h.submit_many.remote([good], [1.0, 2.0]), timeout=30)
     # The replica is still serving.
     assert dep.client(timeout_s=30).get("never-written") is None
+
+
+def test_the_pipelined_bench_measures_and_checks(dep):
+    from pmmc_ray.runtime.bench import pipelined
+
+    r = pipelined(dep, 32, 1.0)
+    assert r["outstanding"] == 32 and r["ops"] > 0 and r["unknown"] == 0
+    assert r["linearizable"] == "linearizable" and r["replicas_consistent"] is True
+    assert r["commands_per_call"] > 1  # the mux shared calls
+    assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+    assert r["cpu_ms_per_op"] is None or r["cpu_ms_per_op"] > 0
