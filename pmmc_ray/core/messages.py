@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .types import Ballot, Batch, Command, Config, PValue
+from .types import Ballot, Batch, Command, Config, PValue, fast_pickle
 
 Entries = tuple[tuple[int, Batch], ...]
 """(slot, batch) pairs, sorted by slot."""
@@ -512,3 +512,6 @@ def persist_first(effects: list[Effect]) -> list[Effect]:
     return [e for e in effects if isinstance(e, Persist)] + [
         e for e in effects if not isinstance(e, Persist)
     ]
+
+
+fast_pickle(globals())
