@@ -1,7 +1,8 @@
 """Stand-ins for replica actor handles, for client, pool and sidecar tests without Ray.
 
 A client calls ``handle.submit.remote(command, timeout_s)`` and awaits the result (the
-async client) or passes it to ``ray.get`` (the blocking one); the gateway's probe
+async client) or passes it to ``ray.get`` (the blocking one); clients sharing a
+:class:`~pmmc_ray.runtime.mux.SubmitMux` call ``submit_many``; the gateway's probe
 awaits ``handle.ping.remote()``. A :class:`FakeReplica` answers each command with what
 its ``answer`` function returns: a :class:`Response`, an exception to raise, or
 :data:`SILENT` for no answer at all.
@@ -36,6 +37,7 @@ class FakeReplica:
         self.answer = answer or performs
         self.submitted: list[Command] = []
         self.submit = _Method(self._submit)
+        self.submit_many = _Method(self._submit_many)
         self.ping = _Method(self._ping)
 
     async def _submit(self, cmd: Command, timeout_s: float) -> Any:
@@ -46,6 +48,15 @@ class FakeReplica:
         if isinstance(res, BaseException):
             raise res
         return res
+
+    async def _submit_many(self, cmds: list[Command], timeouts_s: list[float]) -> list[Any]:
+        # As the real one: every answer in one reply (a silent command holds it back,
+        # an exception fails the whole call).
+        return list(
+            await asyncio.gather(
+                *(self._submit(c, t) for c, t in zip(cmds, timeouts_s, strict=True))
+            )
+        )
 
     async def _ping(self) -> str:
         return "pong"

@@ -40,6 +40,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ..runtime.client import AsyncClient, SessionExpiredError, outcome_of
 from ..runtime.config import load_app_class
 from ..runtime.deployment import Deployment, connect
+from ..runtime.mux import SubmitMux
 from .http import OutcomeUnknown, Overloaded, Rejected, Unavailable
 
 __all__ = ["ClientPool"]
@@ -85,6 +86,7 @@ class ClientPool:
         self._probed_at: float | None = None
         self._probe_task: asyncio.Task | None = None
         self._handles: dict[str, Any] = {}  # replica name -> actor handle
+        self._mux = SubmitMux()  # one call per replica per loop turn for all requests
         self._lookups: dict[str, asyncio.Future] = {}  # name -> its lookup in a thread
         self.outcomes: Counter[str] = Counter()
 
@@ -200,6 +202,7 @@ class ClientPool:
             client_id=f"{self.client_prefix}-{self._created}",
             replicas=list(self._replicas),
             handles=self._handles,  # the probe's: no lookup on the event loop
+            mux=self._mux,  # concurrent requests to a replica share one call
         )
         return self._generation, client
 

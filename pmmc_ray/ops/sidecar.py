@@ -38,6 +38,7 @@ from typing import Any
 import ray
 
 from ..runtime.client import AsyncClient, outcome_of
+from ..runtime.mux import SubmitMux
 from ..runtime.deployment import Deployment, connect
 
 MAX_LINE = 8 * 1024 * 1024
@@ -51,6 +52,7 @@ class Sidecar:
         self.op_timeout_s = op_timeout_s
         self.replicas: list[str] = []
         self.handles: dict[str, Any] = {}
+        self.mux = SubmitMux()
         self.generation = 0
         self._n = 0
 
@@ -78,6 +80,7 @@ class Sidecar:
             client_id=f"sidecar-{os.getpid()}-{self._n}",
             replicas=list(self.replicas),
             handles=self.handles,
+            mux=self.mux,  # the users' commands to a replica share one call per loop turn
         )
 
     async def answer(self, client: AsyncClient, line: bytes) -> tuple[dict[str, Any], bool]:
