@@ -38,8 +38,8 @@ from typing import Any
 import ray
 
 from ..runtime.client import AsyncClient, outcome_of
-from ..runtime.mux import SubmitMux
 from ..runtime.deployment import Deployment, connect
+from ..runtime.mux import SubmitMux
 
 MAX_LINE = 8 * 1024 * 1024
 
