@@ -49,7 +49,7 @@ class DeploymentConfig(BaseModel):
     acceptors: int | None = Field(None, ge=1)
 
     window: int = Field(8, ge=1)
-    max_batch: int = Field(64, ge=1)
+    max_batch: int = Field(1024, ge=1)
     max_inflight: int = Field(1, ge=1)
     replica_tick: int = Field(100, ge=1)
     retry: int = Field(50, ge=1)
