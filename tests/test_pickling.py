@@ -68,3 +68,51 @@ def test_records_pickled_the_old_way_still_load():
     new = [pickle.dumps(obj, protocol=5) for obj in _samples()]
     assert all(a != b for a, b in zip(old, new, strict=True))  # really the old format
     assert [pickle.loads(blob) for blob in old] == _samples()
+
+
+def test_batches_written_as_dataclasses_still_load(monkeypatch):
+    """Before batches became blobs, Batch was a slots dataclass: pickle one with that
+    very class (put in its place for the moment) and load it with today's."""
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Batch:  # noqa: F811 - the old definition, same module and name
+        commands: tuple
+
+    Batch.__module__, Batch.__qualname__ = types.__name__, "Batch"
+    cmds = (Command("c", 1, ("put", "k", "v"), 3),)
+    with monkeypatch.context() as m:
+        m.setattr(types, "Batch", Batch)
+        old = pickle.dumps(types.PValue(Ballot(1, "leader-0"), 2, Batch(cmds)), protocol=5)
+    pv = pickle.loads(old)
+    assert type(pv.value) is types.Batch
+    assert pv.value == types.Batch(cmds) and pv.value.commands == cmds
+
+
+def test_a_batch_travels_as_one_blob_and_decodes_only_when_asked():
+    from pmmc_ray.core import codec
+
+    b = Batch(tuple(Command(f"c{i}", 1, ("put", "k", str(i))) for i in range(100)))
+    again = pickle.loads(pickle.dumps(b, protocol=5))
+    assert again._commands is None  # not decoded yet: a relay never pays for it
+    again2 = pickle.loads(pickle.dumps(again, protocol=5))  # re-pickled from the blob
+    assert again2._blob == again._blob and again2._commands is None
+    assert again2 == b and hash(again2) == hash(b) and repr(again2) == repr(b)
+    assert again2.commands == b.commands
+    # A blob that holds anything but commands is refused when decoded.
+    from pmmc_ray.core.types import _batch_from_blob
+
+    bad = _batch_from_blob(codec.dumps(("not", "commands")))
+    import pytest
+
+    with pytest.raises(codec.CodecError):
+        _ = bad.commands
+
+
+def test_a_batch_of_foreign_ops_pickles_the_plain_way():
+    class Op:
+        def __eq__(self, other):
+            return isinstance(other, Op)
+
+    b = Batch((Command("c", 1, Op()),))
+    red = b.__reduce__()
+    assert red[0] is Batch  # no blob: the data plane refuses it, Ray pickles it

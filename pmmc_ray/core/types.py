@@ -12,6 +12,8 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+from . import codec
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Ballot:
@@ -90,22 +92,92 @@ class Command:
         return isinstance(self.op, Reconfigure)
 
 
-@dataclass(frozen=True, slots=True)
 class Batch:
     """What a slot decides: a batch of client commands.
 
     The paper decides one command per slot; batching amortises one Paxos instance over
     many commands. A reconfiguration command always travels in a batch of its own, so
     "the configuration command decided in slot s" stays well defined.
+
+    Immutable, compared and hashed by its commands. Pickled, it is one opaque blob (the
+    commands pickled once, by :mod:`.codec`), and a batch unpickled from a blob decodes
+    its commands only when something asks for them: leaders, commanders and acceptors
+    relay and store a batch without ever decoding it; only replicas do. Pickling it
+    again reuses the blob.
     """
 
-    commands: tuple[Command, ...]
+    __slots__ = ("_commands", "_blob")
+
+    def __init__(self, commands: tuple[Command, ...]) -> None:
+        object.__setattr__(self, "_commands", tuple(commands))
+        object.__setattr__(self, "_blob", None)
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        cmds = self._commands
+        if cmds is None:
+            decoded = codec.loads(self._blob)
+            if type(decoded) is not tuple or any(type(c) is not Command for c in decoded):
+                raise codec.CodecError("a batch blob must hold a tuple of commands")
+            object.__setattr__(self, "_commands", decoded)
+            cmds = decoded
+        return cmds
 
     @property
     def reconfig(self) -> Reconfigure | None:
-        if len(self.commands) == 1 and self.commands[0].is_reconfig:
-            return self.commands[0].op
+        cmds = self.commands
+        if len(cmds) == 1 and cmds[0].is_reconfig:
+            return cmds[0].op
         return None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Batch is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Batch is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Batch):
+            return NotImplemented
+        if self is other:
+            return True
+        if self._blob is not None and self._blob == other._blob:
+            return True
+        return self.commands == other.commands
+
+    def __hash__(self) -> int:
+        return hash(self.commands)
+
+    def __repr__(self) -> str:
+        return f"Batch(commands={self.commands!r})"
+
+    def __reduce__(self) -> Any:
+        blob = self._blob
+        if blob is None:
+            try:
+                blob = codec.dumps(self._commands)
+            except codec.NotWireSafe:
+                # An application op of its own class: pickle it the plain way (it then
+                # travels by Ray calls; the data plane refuses such messages).
+                return (Batch, (self._commands,))
+            object.__setattr__(self, "_blob", blob)
+        return (_batch_from_blob, (blob,))
+
+    def __setstate__(self, state: Any) -> None:
+        # Records written while Batch was a slots dataclass: [commands].
+        (commands,) = state if isinstance(state, list | tuple) else (state,)
+        object.__setattr__(self, "_commands", tuple(commands))
+        object.__setattr__(self, "_blob", None)
+
+
+def _batch_from_blob(blob: bytes) -> Batch:
+    """Unpickling a batch: keep the blob, decode the commands when they are asked for."""
+    if type(blob) is not bytes:
+        raise TypeError("a batch blob is bytes")
+    b = Batch.__new__(Batch)
+    object.__setattr__(b, "_commands", None)
+    object.__setattr__(b, "_blob", blob)
+    return b
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,19 +30,15 @@ sends that message through a Ray call instead.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
-import io
 import json
 import os
-import pickle
 import struct
 import typing
-from typing import Any
 
+from ..core import codec
 from ..core import messages as _messages
-from ..core import types as _types
 
 __all__ = [
     "MAC_BYTES",
@@ -71,41 +67,11 @@ class WireError(ValueError):
     """A frame or handshake that does not follow this format: the connection is closed."""
 
 
-class NotWireSafe(TypeError):
-    """The message holds an object the decoder would refuse: send it another way."""
+NotWireSafe = codec.NotWireSafe
+"""The message holds an object the decoder would refuse: send it another way."""
 
-
-def _protocol_types() -> frozenset[type]:
-    found = set()
-    for mod in (_types, _messages):
-        for v in vars(mod).values():
-            if isinstance(v, type) and dataclasses.is_dataclass(v):
-                found.add(v)
-    return frozenset(found)
-
-
-_TYPES = _protocol_types()
-_BY_NAME = {(t.__module__, t.__qualname__): t for t in _TYPES}
 # What a frame may hold at its top level: messages, not effects or stored records.
 _MESSAGES = frozenset(typing.get_args(_messages.Message))
-# Exact built-in types the pickler handles itself (reducer_override is not asked).
-_SCALARS = frozenset({type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset})
-
-
-class _Pickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        t = type(obj)
-        if t in _TYPES or t in _SCALARS or (t is type and obj in _TYPES):  # or the class
-            return NotImplemented  # pickle it the usual way
-        raise NotWireSafe(f"{t.__module__}.{t.__qualname__} is not a protocol type")
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        cls = _BY_NAME.get((module, name))
-        if cls is None:
-            raise WireError(f"a frame names {module}.{name}, which is not a protocol type")
-        return cls
 
 
 def encode(msgs: list) -> bytes:
@@ -113,19 +79,15 @@ def encode(msgs: list) -> bytes:
     for m in msgs:
         if type(m) not in _MESSAGES:
             raise NotWireSafe(f"{type(m).__name__} is not a protocol message")
-    buf = io.BytesIO()
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(msgs)
-    return buf.getvalue()
+    return codec.dumps(msgs)
 
 
 def decode(payload: bytes) -> list:
     """The messages of a frame payload (raises :class:`WireError` on anything else)."""
     try:
-        msgs = _Unpickler(io.BytesIO(payload)).load()
-    except WireError:
-        raise
-    except Exception as e:  # truncated or malformed: never half-trusted
-        raise WireError(f"undecodable frame: {type(e).__name__}: {e}") from None
+        msgs = codec.loads(payload)
+    except codec.CodecError as e:
+        raise WireError(str(e)) from None
     if not isinstance(msgs, list) or any(type(m) not in _MESSAGES for m in msgs):
         raise WireError("a frame must hold a list of protocol messages")
     return msgs
