@@ -336,7 +336,8 @@ def _bench(args: argparse.Namespace) -> int:
 
         print(f"PySyncObj with clients {clients} ...", flush=True)
         try:
-            peers["pysyncobj"] = pysyncobj_bench(clients, args.duration)
+            # The same counts of operations in flight as both pmmc-ray loops.
+            peers["pysyncobj"] = pysyncobj_bench(sorted({*clients, *outstanding}), args.duration)
         except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as e:
             # Keep pmmc-ray's figures: the peer's failure is reported, not fatal.
             peers["pysyncobj"] = {"error": f"{type(e).__name__}: {e}"}
@@ -375,12 +376,14 @@ def _ratio_lines(ours: dict[str, Any], peers: dict[str, Any]) -> list[str]:
                 f"ratio {seq[key]['p99']}"
             )
         theirs = {r["clients"]: r for r in peer.get("workload", [])}
-        for run in ours.get("workload", []):
+        runs = [(r["clients"], "clients", r) for r in ours.get("workload", [])]
+        runs += [(r["outstanding"], "outstanding (mux)", r) for r in ours.get("pipelined", [])]
+        for n, what, run in runs:
             if key not in run:
                 continue
-            t = theirs[run["clients"]]
+            t = theirs[n]
             lines.append(
-                f"{run['clients']} clients: pmmc-ray {run['throughput_ops_per_s']} ops/s, "
+                f"{n} {what}: pmmc-ray {run['throughput_ops_per_s']} ops/s, "
                 f"{name} {t['throughput_ops_per_s']} ops/s, ratio {run[key]['throughput']}; "
                 f"p50 {run['latency_ms']['p50']} / {t['latency_ms']['p50']} ms, "
                 f"ratio {run[key]['latency_p50']}"

@@ -74,6 +74,27 @@ def test_ratios_are_pmmc_over_peer_next_to_each_figure():
     assert ours["workload"][1]["ratio_vs_pysyncobj"] == {"throughput": 0.05, "latency_p50": 20.0}
 
 
+def test_pipelined_runs_are_compared_with_as_many_outstanding():
+    ours = {
+        **_pmmc(),
+        "pipelined": [
+            {"outstanding": 64, "throughput_ops_per_s": 3000.0, "latency_ms": {"p50": 20.0}}
+        ],
+    }
+    peer = {
+        "sequential_put_ms": {"p50": 1.0, "p99": 4.0},
+        "workload": [
+            {"clients": 1, "throughput_ops_per_s": 600.0, "latency_ms": {"p50": 0.8}},
+            {"clients": 64, "throughput_ops_per_s": 2000.0, "latency_ms": {"p50": 10.0}},
+        ],
+    }
+    add_ratios(ours, {"pysyncobj": peer})
+    assert ours["pipelined"][0]["ratio_vs_pysyncobj"] == {"throughput": 1.5, "latency_p50": 2.0}
+    assert "ratio_vs_pysyncobj" not in ours["workload"][1]  # no 4-client peer run
+    lines = _ratio_lines(ours, {"pysyncobj": peer})
+    assert any(line.startswith("64 outstanding (mux): pmmc-ray 3000.0 ops/s") for line in lines)
+
+
 @pytest.mark.parametrize("peer", [dict(SKIPPED), {"error": "RuntimeError: boom"}])
 def test_a_skipped_or_failed_peer_gets_no_ratios(peer):
     ours = _pmmc()

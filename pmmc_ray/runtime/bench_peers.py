@@ -183,8 +183,11 @@ def add_ratios(pmmc: dict[str, Any], peers: dict[str, dict[str, Any]]) -> None:
         if seq:
             seq[key] = {q: _ratio(seq.get(q), peer_seq.get(q)) for q in ("p50", "p99")}
         by_clients = {r["clients"]: r for r in peer.get("workload", [])}
-        for run in pmmc.get("workload", []):
-            theirs = by_clients.get(run["clients"])
+        runs = [(r["clients"], r) for r in pmmc.get("workload", [])]
+        # Operations in flight from one process: against the peer with as many outstanding.
+        runs += [(r["outstanding"], r) for r in pmmc.get("pipelined", [])]
+        for n, run in runs:
+            theirs = by_clients.get(n)
             if theirs is None:
                 continue
             run[key] = {
