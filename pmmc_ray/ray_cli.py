@@ -83,6 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
+    p.add_argument(
+        "--f", type=int, default=None, help="failures tolerated (default 1, or the config's)"
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
     p.add_argument(
         "--peer",
@@ -313,7 +316,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not 1 <= args.value_bytes <= 1 << 20:
         return _err("--value-bytes must be between 1 and 1048576")
     try:
-        cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}")
+        cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}", f=args.f)
     except ValueError as e:
         return _err(str(e))
     _ray_env_for_local_run()

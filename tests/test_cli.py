@@ -60,6 +60,7 @@ def test_sim_single_seed_trace(capsys):
         (["bench", "--outstanding", "64,-1"], "--outstanding must be a comma list"),
         (["bench", "--outstanding", "x"], "--outstanding must be a comma list"),
         (["bench", "--value-bytes", "0"], "--value-bytes must be between"),
+        (["bench", "--f", "-1"], "greater than or equal to 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
