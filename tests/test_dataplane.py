@@ -114,7 +114,7 @@ async def _until(cond, timeout: float = 5.0) -> None:
 async def _send_until_up(p: DataPlane, dst: str, msgs: list) -> None:
     """What the host does: a False means 'use a Ray call'; here, try again."""
     deadline = asyncio.get_running_loop().time() + 5
-    while not p.send(dst, msgs):
+    while p.send(dst, msgs) is None:
         assert asyncio.get_running_loop().time() < deadline, p.stats()
         await asyncio.sleep(0.01)
 
@@ -125,10 +125,10 @@ def test_messages_flow_in_order_once_the_link_is_up():
         a = await net.add("a")
         await net.add("b")
         try:
-            assert a.send("b", [_propose(0)]) is False  # no link yet: the caller uses Ray
+            assert a.send("b", [_propose(0)]) is None  # no link yet: the caller uses Ray
             await _send_until_up(a, "b", [_propose(1)])
             for i in range(2, 50):
-                assert a.send("b", [_propose(i)])
+                assert a.send("b", [_propose(i)]) is not None
             await _until(lambda: len(net.got["b"]) >= 49)
             got = [m.entries[0][0] for _, msgs in net.got["b"] for m in msgs]
             assert got == list(range(1, 50))
@@ -241,7 +241,7 @@ def test_a_peer_that_does_not_read_costs_at_most_the_buffer():
             await _send_until_up(a, "b", [_propose(0)])
             batch = [_propose(i) for i in range(2000)]
             for _ in range(300):
-                assert a.send("b", batch)  # sent or dropped: never a Ray call
+                assert a.send("b", batch) is not None  # sent or dropped: never a Ray call
                 await asyncio.sleep(0)
             assert a.dropped_full > 0
             assert a.links["b"].writer.transport.get_write_buffer_size() <= a.max_buffer
@@ -338,8 +338,8 @@ def test_a_frame_too_big_for_the_buffer_goes_by_ray_instead():
                 1,
                 ((1, Batch((Command("c1", 1, ("put", "k", "x" * (a.max_buffer // 2))),))),),
             )
-            assert a.send("b", [big]) is False  # the caller sends it through Ray
-            assert a.send("b", [_propose(1)]) is True  # the link is still fine
+            assert a.send("b", [big]) is None  # the caller sends it through Ray
+            assert a.send("b", [_propose(1)]) > 0  # the link is still fine
         finally:
             net.close()
 

@@ -558,9 +558,12 @@ class _Host:
         return h
 
     def _transmit(self, dst: str, msgs: list, encoded: dict | None = None) -> None:
-        if self.data is not None and self.data.send(dst, msgs, encoded):
-            self.sent_messages += len(msgs)
-            return
+        if self.data is not None:
+            n = self.data.send(dst, msgs, encoded)
+            if n is not None:
+                self.sent_messages += len(msgs)
+                self._count_payload(msgs, n)
+                return
         h = self._peer(dst)
         if h is None:
             self.dropped_messages += len(msgs)
@@ -576,10 +579,14 @@ class _Host:
             return
         self.sent_calls += 1
         self.sent_messages += len(msgs)
-        kind = type(msgs[0]).__name__  # per kind of message: the largest call, and all
-        if len(payload) > self.max_payload.get(kind, 0):
-            self.max_payload[kind] = len(payload)
-        self.payload_bytes[kind] = self.payload_bytes.get(kind, 0) + len(payload)
+        self._count_payload(msgs, len(payload))
+
+    def _count_payload(self, msgs: list, n: int) -> None:
+        """Per kind of message: the largest payload sent (a Ray call or a frame), and all."""
+        kind = type(msgs[0]).__name__
+        if n > self.max_payload.get(kind, 0):
+            self.max_payload[kind] = n
+        self.payload_bytes[kind] = self.payload_bytes.get(kind, 0) + n
 
     # --- actor methods --------------------------------------------------------------------
 

@@ -247,17 +247,18 @@ class DataPlane:
             return None
         return self.host, self.port
 
-    def send(self, dst: str, msgs: list, encoded: dict | None = None) -> bool:
-        """Send ``msgs`` to ``dst`` over its stream. False means: not sent, use a Ray call
-        (no link yet, or the messages cannot be framed). A frame dropped because the
-        buffer is full counts as sent: it is lost like a packet."""
+    def send(self, dst: str, msgs: list, encoded: dict | None = None) -> int | None:
+        """Send ``msgs`` to ``dst`` over its stream; the payload's size in bytes. None
+        means: not sent, use a Ray call (no link yet, or the messages cannot be framed).
+        A frame dropped because the buffer is full counts as sent: it is lost like a
+        packet."""
         link = self.links.get(dst)
         if link is None:
             link = self.links[dst] = _Link(self, dst)
         if not link.ready:
             link.wanted_at = time.monotonic()
             link.start()
-            return False
+            return None
         # ``encoded``: payloads already made in this step, by the ids of their messages
         # (alive for the whole step), so the same messages to several peers are
         # pickled once.
@@ -267,16 +268,16 @@ class DataPlane:
             try:
                 payload = wire.encode(msgs)
             except Exception:  # not wire-safe, too deep to pickle, ...: Ray pickles it
-                return False
+                return None
             if encoded is not None:
                 encoded[key] = payload
         if len(payload) > min(wire.MAX_FRAME, self.max_buffer // 2):
-            return False  # too big for the stream's buffer: a Ray call carries it
+            return None  # too big for the stream's buffer: a Ray call carries it
         if link.send(payload):
             self.frames_sent += 1
         else:
             self.dropped_full += 1
-        return True
+        return len(payload)
 
     def forget(self, dst: str) -> None:
         """Drop the link to ``dst`` (its actor was replaced): the next send reopens it."""
