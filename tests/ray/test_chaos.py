@@ -74,9 +74,9 @@ def test_a_short_chaos_run_passes_every_check(tmp_path):
 def test_a_broken_build_is_caught(tmp_path):
     """Acceptors that do not persist are caught. The episode that exposes them (a new
     leader must learn decided slots from acceptors that restarted) depends on timing;
-    on a loaded machine it once did not lose anything, so a second seed runs when the
-    first happens not to (the correct build must pass every seed, test above)."""
-    for seed in ("5", "6"):
+    on a loaded machine it sometimes does not lose anything, so further seeds run when
+    the first happens not to (the correct build must pass every seed, test above)."""
+    for seed in ("5", "6", "7"):
         rc, s, err = _chaos(tmp_path, f"broken-{seed}", "acceptor-no-persist", seed)
         print(seed, _figures(s))
         if rc != 0:
