@@ -260,32 +260,28 @@ def test_a_peer_that_does_not_read_costs_at_most_the_buffer():
     asyncio.run(main())
 
 
-def test_frames_with_a_foreign_global_close_the_stream():
-    async def main() -> None:
-        net = _Net()
-        a = await net.add("a")
-        b = await net.add("b")
-        try:
-            await _send_until_up(a, "b", [_propose(0)])
-            await _until(lambda: len(net.got["b"]) == 1)
-            # Even with a valid MAC (an authenticated but malicious peer), the decoder
-            # refuses a frame naming a foreign global, and the stream is closed.
-            link = a.links["b"]
-            evil = pickle.dumps([os.system])
-            mac = wire.frame_mac(link.key, link.seq + 1, evil)
-            link.writer.write(wire.frame_header(len(evil)) + evil + mac)
-            await _until(lambda: b.bad_frames == 1)
-            assert len(net.got["b"]) == 1
-        finally:
-            net.close()
-
-    asyncio.run(main())
+def _foreign_global(link):
+    # Even with a valid MAC (an authenticated but malicious peer), the decoder refuses
+    # a frame naming a foreign global.
+    evil = pickle.dumps([os.system])
+    return evil, wire.frame_mac(link.key, link.seq + 1, evil)
 
 
-def test_frames_injected_after_the_handshake_fail_their_mac():
-    """A relay that passed the handshake through, then writes its own frames: the MAC
-    (keyed per connection, numbered per frame) stops them before they are decoded."""
+def _injected(link):
+    # A relay that passed the handshake through, then writes its own frames: it does
+    # not have the connection's key.
+    forged = wire.encode([_propose(666)])
+    return forged, wire.frame_mac(b"x" * 32, link.seq + 1, forged)
 
+
+def _replayed(link):
+    # The right key, but an earlier sequence number.
+    payload = wire.encode([_propose(1)])
+    return payload, wire.frame_mac(link.key, link.seq, payload)
+
+
+@pytest.mark.parametrize("bad_frame", [_foreign_global, _injected, _replayed])
+def test_a_bad_frame_closes_the_stream_undelivered(bad_frame):
     async def main() -> None:
         net = _Net()
         a = await net.add("a")
@@ -294,31 +290,10 @@ def test_frames_injected_after_the_handshake_fail_their_mac():
             await _send_until_up(a, "b", [_propose(0)])
             await _until(lambda: len(net.got["b"]) == 1)
             link = a.links["b"]
-            forged = wire.encode([_propose(666)])
-            wrong_key = wire.frame_mac(b"x" * 32, link.seq + 1, forged)
-            link.writer.write(wire.frame_header(len(forged)) + forged + wrong_key)
+            payload, mac = bad_frame(link)
+            link.writer.write(wire.frame_header(len(payload)) + payload + mac)
             await _until(lambda: b.bad_frames == 1)
             assert [m.entries[0][0] for _, ms in net.got["b"] for m in ms] == [0]
-        finally:
-            net.close()
-
-    asyncio.run(main())
-
-
-def test_a_replayed_frame_fails_its_mac():
-    async def main() -> None:
-        net = _Net()
-        a = await net.add("a")
-        b = await net.add("b")
-        try:
-            await _send_until_up(a, "b", [_propose(0)])
-            await _until(lambda: len(net.got["b"]) == 1)
-            link = a.links["b"]
-            payload = wire.encode([_propose(1)])
-            old = wire.frame_mac(link.key, link.seq, payload)  # an earlier sequence number
-            link.writer.write(wire.frame_header(len(payload)) + payload + old)
-            await _until(lambda: b.bad_frames == 1)
-            assert len(net.got["b"]) == 1
         finally:
             net.close()
 

@@ -52,10 +52,12 @@ class _Pickler(pickle.Pickler):
         t = type(obj)
         if t in _SCALARS:
             return NotImplemented
-        allowed = _allowed()[0]
-        if t in allowed or (t is type and obj in allowed):  # an object, or its class
-            return NotImplemented
-        if callable(obj) and getattr(obj, "__name__", "") == "_batch_from_blob":
+        allowed, names = _allowed()
+        if t in allowed:
+            return NotImplemented  # a protocol object
+        # A global the unpickler may name: a protocol class, or the batch-blob function.
+        name = (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
+        if names.get(name) is obj:
             return NotImplemented
         raise NotWireSafe(f"{t.__module__}.{t.__qualname__} is not a protocol type")
 

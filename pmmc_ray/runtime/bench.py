@@ -149,22 +149,15 @@ async def _pipelined(
     """``n`` paper clients in this event loop, one mux: puts and gets of
     ``value_bytes``-byte values on n/4 keys, closed loop, for ``duration_s``."""
     loop = asyncio.get_running_loop()
-    names = dep.replica_names()
-    handles = {name: dep.handle(name) for name in names}
     mux = SubmitMux()
-    clients = [
-        AsyncClient(
-            dep.config,
-            timeout_s=30.0,
-            attempt_timeout_s=10.0,
-            recorder=recorder,
-            client_id=f"bench{n}-{i}",
-            replicas=names,
-            handles=handles,
-            mux=mux,
-        )
-        for i in range(n)
-    ]
+    clients = dep.muxed_clients(
+        n,
+        mux,
+        client_prefix=f"bench{n}-",
+        timeout_s=30.0,
+        attempt_timeout_s=10.0,
+        recorder=recorder,
+    )
     keys = max(1, n // 4)
     # Keys of this run only: the history checked is this run's, so no key may hold a
     # value an earlier run wrote.

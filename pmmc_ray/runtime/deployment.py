@@ -415,9 +415,37 @@ class Deployment:
     ) -> AsyncClient:
         """An asyncio client of this deployment (talking to the current replicas).
         Clients of one event loop that share ``mux`` send their commands together."""
-        c = self._make_client(AsyncClient, timeout_s, attempt_timeout_s, recorder, client_id)
-        c._mux = mux
-        return c
+        return self._make_client(
+            AsyncClient, timeout_s, attempt_timeout_s, recorder, client_id, mux=mux
+        )
+
+    def muxed_clients(
+        self,
+        n: int,
+        mux: SubmitMux,
+        *,
+        client_prefix: str,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+    ) -> list[AsyncClient]:
+        """``n`` asyncio clients sharing ``mux`` (and the replica handles, looked up once
+        here, not by each client on the event loop), named ``{client_prefix}{i}``."""
+        names = self.replica_names()
+        handles = {name: self.handle(name) for name in names}
+        return [
+            AsyncClient(
+                self.config,
+                timeout_s=timeout_s,
+                attempt_timeout_s=attempt_timeout_s,
+                recorder=recorder,
+                client_id=f"{client_prefix}{i}",
+                replicas=names,
+                handles=handles,
+                mux=mux,
+            )
+            for i in range(n)
+        ]
 
     def _make_client(
         self,
@@ -426,6 +454,7 @@ class Deployment:
         attempt_timeout_s: float,
         recorder: HistoryRecorder | None,
         client_id: str | None,
+        **extra: Any,
     ) -> Any:
         return cls(
             self.config,
@@ -434,6 +463,7 @@ class Deployment:
             recorder=recorder,
             client_id=client_id,
             replicas=self.replica_names() if self.members else None,
+            **extra,
         )
 
     def set_faults(

@@ -10,7 +10,7 @@ import ray
 
 from pmmc_ray.check.linearizability import KV_MODEL, check
 from pmmc_ray.core import Command
-from pmmc_ray.runtime import AsyncClient, HistoryRecorder, OutcomeUnknownError, SubmitMux
+from pmmc_ray.runtime import HistoryRecorder, OutcomeUnknownError, SubmitMux
 
 pytestmark = pytest.mark.ray
 
@@ -21,21 +21,9 @@ def dep(make_deployment):
 
 
 def _clients(dep, n, mux, recorder=None, prefix="m"):
-    names = dep.replica_names()
-    handles = {name: dep.handle(name) for name in names}
-    return [
-        AsyncClient(
-            dep.config,
-            timeout_s=30.0,
-            attempt_timeout_s=5.0,
-            recorder=recorder,
-            client_id=f"{prefix}{i}",
-            replicas=names,
-            handles=handles,
-            mux=mux,
-        )
-        for i in range(n)
-    ]
+    return dep.muxed_clients(
+        n, mux, client_prefix=prefix, timeout_s=30.0, attempt_timeout_s=5.0, recorder=recorder
+    )
 
 
 def test_protocol_messages_take_the_streams(dep):
