@@ -52,8 +52,64 @@ def test_recovered_leader_never_reuses_a_round(config, timing):
         scout_id="scout-0",
         commander_id="commander-0",
     )
-    effects = ldr.start(0)
+    ldr.start(0)
+    effects = ldr.handle(Timer("tick"), ldr.timeout + 1)  # nobody else answered
     assert effects[:2] == [Persist(LeaderRound(5)), Send("scout-0", StartScout(config, ballot(5)))]
+
+
+def recovered(config, timing) -> Leader:
+    return Leader.recover(
+        "leader-0", config, timing, [LeaderRound(4)], scout_id="scout-0", commander_id="commander-0"
+    )
+
+
+def test_restarted_leader_looks_for_an_active_one_before_scouting(config, timing):
+    ldr = recovered(config, timing)
+    assert ldr.start(0) == [
+        Send("leader-1", Ping("leader-0", 0)),
+        SetTimer("tick", timing.ping_interval),
+    ]
+    # meanwhile it tells whoever watches it that it does not lead
+    assert ldr.handle(Ping("leader-1", 0), 1) == [
+        Send("leader-1", Pong("leader-0", 0, False, True))
+    ]
+    ldr.handle(Pong("leader-1", 0, True), 5)
+    # leader-1 leads: watch it past the hold instead of preempting it
+    effects = ldr.handle(Timer("tick"), ldr.timeout + 1)
+    assert effects == [
+        Send("leader-1", Ping("leader-0", 0)),
+        SetTimer("tick", timing.ping_interval),
+    ]
+    assert ldr.epochs[0].watching == "leader-1"
+    # and scout only once leader-1 goes silent
+    effects = ldr.handle(Timer("tick"), 5 + ldr.timeout + 1)
+    assert effects[:2] == [Persist(LeaderRound(5)), Send("scout-0", StartScout(config, ballot(5)))]
+
+
+def test_restarted_sole_leader_scouts_at_once(timing):
+    solo = Config(0, 1, ("replica-0",), ("leader-0",), ("acceptor-0",))
+    ldr = recovered(solo, timing)
+    assert ldr.start(0)[:2] == [
+        Persist(LeaderRound(5)),
+        Send("scout-0", StartScout(solo, ballot(5))),
+    ]
+
+
+def test_answers_from_a_healthy_leader_undo_the_duel_backoff(config, timing):
+    ldr = active_leader(config, timing)
+    ldr.handle(Preempted(0, ballot(0), ballot(3, "leader-1")), 10)
+    ldr.handle(Preempted(0, ballot(4), ballot(9, "leader-1")), 11)
+    assert ldr.timeout > 2 * timing.timeout_initial
+    now = 11
+    for _ in range(1000):
+        now += 1
+        ldr.handle(Pong("leader-1", 0, True), now)
+    assert ldr.timeout == timing.timeout_initial  # not below: that is for adoptions
+    # answers from a leader that is not active do not shrink it
+    ldr.handle(Preempted(0, ballot(10), ballot(12, "leader-1")), now)
+    grown = ldr.timeout
+    ldr.handle(Pong("leader-1", 0, False), now + 1)
+    assert ldr.timeout == grown
 
 
 def test_adopted_overrides_proposals_with_pmax_and_runs_phase2(config, timing):

@@ -13,7 +13,14 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
 - Preempted by a higher ballot: go passive and, instead of scouting again at once,
   watch the winner with pings; scout again only when it has not answered "active"
   for ``timeout``. ``timeout`` grows multiplicatively on preemption and shrinks
-  additively on adoption (paper 3, "leader failure detection and duelling").
+  additively on adoption (paper 3, "leader failure detection and duelling"), and on
+  each "active" answer from the watched leader, but then only down to
+  ``timeout_initial``: the duel is over, and its backoff must not slow the next
+  failover.
+- Restarted (it has used a round before) in a configuration with other leaders:
+  before scouting, it pings them for ``timeout`` (answering pings as ``abdicated``
+  meanwhile) and watches the one that answers as active. A leader that just came
+  back does not preempt the one that took over while it was down.
 - Active but useless: when replicas have asked for slots and none of them has moved
   its slot_out for ``timeout`` (our commander cannot reach the acceptors, or it is
   paused), the leader steps aside: it answers pings as ``abdicated``, so the leader
@@ -201,7 +208,15 @@ class Leader:
             self._persist_identity = False
         if self.id in self._initial.leaders and self._initial.epoch > self.retired_upto:
             ep = self._join(self._initial, now)
-            effects += self._start_scouting(ep, now)
+            others = [ldr for ldr in self._initial.leaders if ldr != self.id]
+            if self.max_round >= 0 and others:
+                # A restart (we scouted before): another leader has probably taken over
+                # meanwhile. Look for it first rather than preempt it with a new ballot;
+                # scout only if nobody answers as active within ``timeout``.
+                ep.hold_until = now + self.timeout
+                effects += [Send(ldr, Ping(self.id, ep.config.epoch)) for ldr in others]
+            else:
+                effects += self._start_scouting(ep, now)
         effects.append(SetTimer(TICK, self.timing.ping_interval))
         return persist_first(effects)
 
@@ -329,6 +344,13 @@ class Leader:
         if m.active and (m.src == ep.watching or now < ep.hold_until):
             ep.watching = m.src  # while stepping aside: found who leads now
             ep.last_alive = now
+            # The duel that raised the timeout is over: somebody leads and answers.
+            # Let a preemption's backoff decay back to the initial timeout, so that
+            # the failover after this leader dies is not slowed by an old duel.
+            if self.timeout > self.timing.timeout_initial:
+                self.timeout = max(
+                    self.timing.timeout_initial, self.timeout - self.timing.timeout_decrease
+                )
         elif m.abdicated and m.src == ep.watching:
             ep.last_alive = now - self.timeout - 1  # it gave up: take over on the next tick
 
