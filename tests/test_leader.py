@@ -10,6 +10,7 @@ from pmmc_ray.core.messages import (
     EpochQuery,
     LeaderRetired,
     LeaderRound,
+    Leading,
     Phase2,
     Ping,
     Pong,
@@ -118,7 +119,12 @@ def test_adopted_overrides_proposals_with_pmax_and_runs_phase2(config, timing):
     ldr.handle(Propose("replica-0", config, 1, ((1, X), (2, X))), 0)  # passive: stored only
     pv = PValue(ballot(0, "leader-1"), 2, Y)
     effects = ldr.handle(Adopted(0, ballot(0), (pv,)), 0)
-    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((1, X), (2, Y))))]
+    assert effects == [
+        Send("commander-0", Phase2(config, ballot(0), ((1, X), (2, Y)))),
+        # and the replicas learn whom to propose to first
+        Send("replica-0", Leading("leader-0", 0, ballot(0))),
+        Send("replica-1", Leading("leader-0", 0, ballot(0))),
+    ]
     assert ldr.epochs[0].active
 
 
@@ -148,7 +154,8 @@ def test_adoption_skips_phase2_below_reported_slot_out(config, timing):
     ldr.handle(Propose("replica-0", config, 3, ((3, X),)), 0)
     pv = PValue(ballot(0, "leader-1"), 1, Y)
     effects = ldr.handle(Adopted(0, ballot(0), (pv,)), 0)
-    assert effects == [Send("commander-0", Phase2(config, ballot(0), ((3, X),)))]
+    assert effects[0] == Send("commander-0", Phase2(config, ballot(0), ((3, X),)))
+    assert not any(isinstance(e.msg, Phase2) for e in effects[1:])
     assert ldr.epochs[0].proposals == {1: Y, 3: X}
 
 

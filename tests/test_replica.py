@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import batch, sends
+from helpers import ballot, batch, sends
 
 from pmmc_ray.app import KVStore
 from pmmc_ray.core import (
@@ -29,6 +29,7 @@ from pmmc_ray.core.messages import (
     CatchUp,
     Decisions,
     EpochQuery,
+    Leading,
     Propose,
     ReplicaDecided,
     ReplicaRecovering,
@@ -59,6 +60,38 @@ def test_request_is_proposed_to_every_leader(config, timing):
     msg = Propose("replica-0", config, 1, ((1, b),))
     assert effects == [Send("leader-0", msg), Send("leader-1", msg)]
     assert (r.slot_in, r.slot_out, r.proposals) == (2, 1, {1: b})
+
+
+def test_new_proposals_go_to_the_leader_heard_to_lead_and_retransmissions_to_all(config, timing):
+    r = make(config, timing)
+    # a commander of leader-1's ballot 3 decided slot 1: leader-1 leads epoch 0
+    r.handle(Decisions(((1, batch(("put", "k", "0"), client="z")),), ballot(3, "leader-1")), 0)
+    effects = r.handle(req("a", 1, ("put", "k", "v")), 0)
+    msg = Propose("replica-0", config, 2, ((2, r.proposals[2]),))
+    assert effects == [Send("leader-1", msg)]
+    # an older ballot's decision (a late copy) does not move the hint back
+    r.handle(Decisions(((2, r.proposals[2]),), ballot(2, "leader-0")), 0)
+    effects = r.handle(req("b", 1, ("put", "k", "w")), 0)
+    assert [d for d, m in sends(effects) if isinstance(m, Propose)] == ["leader-1"]
+    # stalled: the retransmission goes to every leader
+    r.handle(Timer("tick"), 40)
+    effects = r.handle(Timer("tick"), 80)
+    assert [d for d, m in sends(effects) if isinstance(m, Propose)] == ["leader-0", "leader-1"]
+
+
+def test_a_new_leader_gets_the_undecided_proposals_at_once(config, timing):
+    r = make(config, timing)
+    r.handle(Leading("leader-0", 0, ballot(1)), 0)
+    r.handle(req("a", 1, ("put", "k", "v")), 0)
+    r.handle(req("b", 1, ("put", "k", "w")), 0)
+    pending = ((1, r.proposals[1]), (2, r.proposals[2]))
+    # leader-0 died; leader-1 was adopted with a higher ballot
+    effects = r.handle(Leading("leader-1", 0, ballot(2, "leader-1")), 0)
+    assert effects == [Send("leader-1", Propose("replica-0", config, 1, pending))]
+    # a stale notice changes nothing and re-sends nothing
+    assert r.handle(Leading("leader-0", 0, ballot(1)), 0) == []
+    effects = r.handle(req("c", 1, ("get", "k")), 0)
+    assert [d for d, m in sends(effects) if isinstance(m, Propose)] == ["leader-1"]
 
 
 def test_requests_beyond_the_window_wait_then_travel_as_one_batch(config):

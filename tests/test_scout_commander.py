@@ -105,8 +105,8 @@ def test_commander_decides_on_majority_and_tells_every_replica(config, timing):
     assert c.handle(P2b("acceptor-0", 0, ballot(1), ballot(1), (1, 2)), 0) == []  # duplicate
     effects = c.handle(P2b("acceptor-2", 0, ballot(1), ballot(1), (2,)), 0)
     assert effects == [
-        Send("replica-0", Decisions(((2, Y),))),
-        Send("replica-1", Decisions(((2, Y),))),
+        Send("replica-0", Decisions(((2, Y),), ballot(1))),
+        Send("replica-1", Decisions(((2, Y),), ballot(1))),
     ]
 
 
@@ -146,6 +146,6 @@ def test_commander_rerun_of_decided_slot_resends_decision(config, timing):
     assert [d for d, _ in sends(effects)] == ["acceptor-0", "acceptor-1", "acceptor-2"]
     c.handle(P2b("acceptor-0", 0, ballot(1), ballot(1), (1,)), 0)
     assert sends(c.handle(P2b("acceptor-2", 0, ballot(1), ballot(1), (1,)), 0)) == [
-        ("replica-0", Decisions(((1, X),))),
-        ("replica-1", Decisions(((1, X),))),
+        ("replica-0", Decisions(((1, X),), ballot(1))),
+        ("replica-1", Decisions(((1, X),), ballot(1))),
     ]

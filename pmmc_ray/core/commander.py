@@ -142,7 +142,7 @@ class Commander:
         decided.sort(key=lambda e: e[0])
         effects: list[Effect] = []
         for part in chunks(decided, self.timing.max_entries_per_message):
-            msg = Decisions(part)
+            msg = Decisions(part, run.ballot)
             effects += [Send(r, msg) for r in run.config.replicas]
         return effects
 

@@ -70,6 +70,7 @@ from .messages import (
     LeaderRetired,
     LeaderRound,
     LeaderState,
+    Leading,
     Message,
     Persist,
     Phase2,
@@ -324,7 +325,12 @@ class Leader:
             slots = sorted(s for s in ep.proposals if s >= ep.decided_below)
         else:
             slots = sorted(ep.requested)
-        return self._phase2(ep, [(s, ep.proposals[s]) for s in slots])
+        # Replicas send new proposals to the leader they think leads; tell them it is
+        # us now, so that they re-send what they proposed to the one before.
+        leading = Leading(self.id, ep.config.epoch, ep.ballot_num)
+        return self._phase2(ep, [(s, ep.proposals[s]) for s in slots]) + [
+            Send(r, leading) for r in ep.config.replicas
+        ]
 
     def _become_passive(self, ep: LeaderEpoch, winner: Ballot, now: int) -> None:
         ep.active = False

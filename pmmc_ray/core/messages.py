@@ -228,9 +228,13 @@ class P2b:
 
 @dataclass(frozen=True, slots=True)
 class Decisions:
-    """<decision, s, c>, batched. Sent by commanders, and by replicas when catching up."""
+    """<decision, s, c>, batched. Sent by commanders, and by replicas when catching up.
+
+    ``ballot``: the commander's ballot (None from a replica). Replicas use it as a hint
+    of who leads: they send new proposals to that ballot's leader first."""
 
     entries: Entries
+    ballot: Ballot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +298,17 @@ class Pong:
     abdicated: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Leading:
+    """Leader ``src`` was adopted with ``ballot`` in ``epoch``: replicas send it their new
+    proposals first, and their undecided ones now (a hint only; any leader can still
+    be proposed to)."""
+
+    src: str
+    epoch: int
+    ballot: Ballot
+
+
 # --- timers ------------------------------------------------------------------------
 
 
@@ -327,6 +342,7 @@ Message = (
     | StateChunk
     | Ping
     | Pong
+    | Leading
 )
 
 

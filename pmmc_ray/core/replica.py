@@ -23,6 +23,13 @@ configurations (``configs``, each with the slot it starts at). Extensions:
   adds a configuration that starts at slot s + WINDOW. Because a replica proposes
   only for ``slot_in < slot_out + WINDOW`` (R5), it always knows the configuration
   of the slot it proposes for.
+- Proposals go to the leader that leads first: a new proposal is sent only to the
+  leader of the highest ballot the replica has heard of in its epoch (from a
+  commander's :class:`Decisions`, or a leader's :class:`Leading` when it is adopted,
+  on which the replica re-sends its undecided proposals to it). Without such a hint,
+  and on every retransmission, proposals go to every leader of the configuration, as
+  in the paper. The hint is only about whom to tell first; a stale one costs a
+  retransmission, never safety.
 - Retransmission: when ``slot_out`` has not moved for ``Timing.replica_tick``, the
   replica re-sends its pending proposals and asks its peers for decisions it missed,
   on stalled ticks 1, 2, 4, 8 and then every 16th (backoff).
@@ -55,6 +62,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..app.base import InvalidOperation, StateMachine
+from .ids import leader_of_ballot
 from .messages import (
     CatchUp,
     ClientReply,
@@ -62,6 +70,7 @@ from .messages import (
     DurableRecord,
     Effect,
     EpochQuery,
+    Leading,
     Message,
     Persist,
     Progress,
@@ -85,6 +94,7 @@ from .timing import Timing, chunks
 from .transfer import Incoming, StateReceiver, StateSender
 from .types import (
     SESSION_EXPIRED,
+    Ballot,
     Batch,
     Command,
     Config,
@@ -142,6 +152,7 @@ class Replica:
         self.recovering = recovering
         self.digest = ""  # hash chain of applied batches: equal slot_out => equal digest (R3)
         self._proposed: set[CommandKey] = set()
+        self._leads: dict[int, Ballot] = {}  # epoch -> highest ballot heard to lead it
         self._tick_slot_out = 0
         self._rotate = 0
         self.peer_slot_out: dict[str, int] = {}  # from CatchUp: how far peers have applied
@@ -251,7 +262,13 @@ class Replica:
                     effects += self._on_request(c, propose=False)
                 return effects if self.recovering else effects + self._propose()
             case Decisions():
+                if msg.ballot is not None and msg.entries:
+                    slot = msg.entries[0][0]
+                    if slot < self.slot_out + self.window:  # its configuration is known
+                        self._heard_lead(self.config_for(slot).epoch, msg.ballot)
                 return self._on_decisions(msg.entries)
+            case Leading():
+                return self._on_leading(msg)
             case CatchUp():
                 return self._on_catch_up(msg)
             case EpochQuery():
@@ -362,18 +379,52 @@ class Replica:
                 self._proposed.update(c.key for c in batch.commands)
                 new.append((self.slot_in, batch))
             self.slot_in += 1
-        return self._send_proposals(new)
+        return self._send_proposals(new, first=True)
 
-    def _send_proposals(self, entries: list[tuple[int, Batch]]) -> list[Effect]:
+    def _send_proposals(
+        self, entries: list[tuple[int, Batch]], *, first: bool = False, to: str | None = None
+    ) -> list[Effect]:
+        """Propose ``entries``: to ``to``; else, if ``first`` (not a retransmission) and
+        we know who leads the slot's epoch, to that leader only; else to every leader."""
         by_config: dict[Config, list[tuple[int, Batch]]] = {}
         for slot, batch in entries:
             by_config.setdefault(self.config_for(slot), []).append((slot, batch))
         effects: list[Effect] = []
         for cfg, group in by_config.items():
+            leaders: tuple[str, ...] | list[str] = cfg.leaders
+            lead = to or (self._leader_of(cfg) if first else None)
+            if lead is not None and lead in cfg.leaders:
+                leaders = [lead]
             for part in chunks(group, self.timing.max_entries_per_message):
                 msg = Propose(self.id, cfg, self.slot_out, part)
-                effects += [Send(ldr, msg) for ldr in cfg.leaders]
+                effects += [Send(ldr, msg) for ldr in leaders]
         return effects
+
+    def _leader_of(self, cfg: Config) -> str | None:
+        b = self._leads.get(cfg.epoch)
+        return None if b is None else leader_of_ballot(b.leader)
+
+    def _heard_lead(self, epoch: int, ballot: Ballot) -> bool:
+        """Note that ``ballot`` leads ``epoch``, if it is the highest heard of there."""
+        known = self._leads.get(epoch)
+        if known is not None and not ballot > known:
+            return False
+        self._leads[epoch] = ballot
+        current = self.config_for(self.slot_out).epoch
+        for e in [e for e in self._leads if e < current]:
+            del self._leads[e]  # epochs we propose no more slots in
+        return True
+
+    def _on_leading(self, m: Leading) -> list[Effect]:
+        if self.recovering or not self._heard_lead(m.epoch, m.ballot):
+            return []
+        # It may never have seen what we proposed to the one before: re-send it.
+        pending = [
+            (s, b)
+            for s, b in sorted(self.proposals.items())
+            if s >= self.slot_out and self.config_for(s).epoch == m.epoch
+        ]
+        return self._send_proposals(pending, to=m.src) if pending else []
 
     # --- decisions -------------------------------------------------------------------
 

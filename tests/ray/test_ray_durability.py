@@ -3,6 +3,7 @@ lost storage, and storage that belongs to someone else."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,25 @@ def test_restarted_leader_never_reuses_a_ballot(dep, client):
     assert before["max_round"] >= old_round
     dep.kill(lid, restart=True)
     after = wait_restarted(dep, lid, before["pid"])
-    # It starts scouting at once, with a round above every round it ever used.
-    assert after["max_round"] > before["max_round"]
-    assert after["epochs"]["0"]["ballot"][0] > old_round
+    # It remembers every round it used; its next ballot is above all of them.
+    assert after["max_round"] >= before["max_round"]
+    assert after["epochs"]["0"]["ballot"][0] > before["max_round"]
     assert after["identity"] == before["identity"] == after["epochs"]["0"]["ballot"][1]
     assert after["identity"].startswith(f"{lid}/")
     client.put("after-leader-restart", "ok")
     assert client.get("after-leader-restart") == "ok"
+    # Normally it found the other leader leading and watches it. Kill that one: the
+    # restarted leader must scout again, with a round it has never used.
+    other = active_leader(dep)
+    if other != lid:  # (else it scouted already: nobody led when it came back)
+        dep.kill(other, restart=True)
+    client.put("after-second-kill", "ok")
+    deadline = time.monotonic() + 30
+    while (now := status_of(dep, lid))["max_round"] <= before["max_round"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.1)
+    assert now["max_round"] > old_round
+    assert client.get("after-second-kill") == "ok"
 
 
 def test_a_replica_restarted_with_its_disk_recovers_alone(dep, client):
