@@ -2,7 +2,8 @@
 
 It interprets the core's effects with real actors (:mod:`.actors`), keeps durable
 records in SQLite (:mod:`.storage`), creates and finds deployments (:mod:`.deployment`)
-and provides clients (:mod:`.client`). See ``/work/shared/DESIGN.md`` section 4.
+and provides clients (:mod:`.client`, :mod:`.threaded`). See ``/work/shared/DESIGN.md``
+section 4.
 
 Names are imported lazily, so ``pmmc_ray.runtime.config`` (pure pydantic) can be used
 without importing ray.
@@ -17,6 +18,7 @@ _EXPORTS = {
     "AlreadyDeployedError": "deployment",
     "AsyncClient": "client",
     "Client": "client",
+    "ClientClosedError": "threaded",
     "ConfigFileError": "config",
     "DataDirError": "manifest",
     "Deployment": "deployment",
@@ -28,6 +30,7 @@ _EXPORTS = {
     "SessionExpiredError": "client",
     "SessionNotOpenedError": "client",
     "SubmitMux": "mux",
+    "ThreadedClient": "threaded",
     "connect": "deployment",
     "deploy": "deployment",
 }

@@ -50,6 +50,7 @@ from .manifest import (
     write_manifest,
 )
 from .mux import SubmitMux
+from .threaded import ThreadedClient
 
 __all__ = [
     "AlreadyDeployedError",
@@ -446,6 +447,35 @@ class Deployment:
             )
             for i in range(n)
         ]
+
+    def threaded_client(
+        self,
+        sessions: int = 64,
+        *,
+        timeout_s: float = 10.0,
+        attempt_timeout_s: float = 1.5,
+        recorder: HistoryRecorder | None = None,
+        client_prefix: str = "threaded-",
+    ) -> ThreadedClient:
+        """A blocking client that any number of threads may share, with up to
+        ``sessions`` operations in flight: each runs on one of a pool of paper clients
+        (one session each), on a background event loop whose commands to a replica
+        travel together through one :class:`SubmitMux`. The replica handles are looked
+        up here, once, not on that loop. Call ``close()`` (or use it in a ``with``
+        block) to stop its thread. See :mod:`pmmc_ray.runtime.threaded` for what
+        happens to an operation whose outcome is unknown."""
+        names = self.replica_names()
+        handles = {name: self.handle(name) for name in names}
+        return ThreadedClient(
+            self.config,
+            sessions=sessions,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            recorder=recorder,
+            client_prefix=client_prefix,
+            replicas=names,
+            handles=handles,
+        )
 
     def _make_client(
         self,
