@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .gateway_cli import add_gateway_options
+from .runtime.openloop import AUTO_POOL_S, MAX_POOL, MIN_POOL, pool_size
 
 KV_COMMANDS = {"get": 1, "put": 2, "delete": 1, "append": 2, "cas": 3}
 
@@ -24,6 +25,23 @@ def _ray_env_for_local_run() -> None:
     # prompt. (Never set in cluster configs, where nodes must reach each other.)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+PEERS = ("pysyncobj", "etcd")
+MAX_RATE = 1_000_000.0
+
+
+def _peer_list(arg: str) -> list[str]:
+    """--peer: a comma list of PEERS, or "none"."""
+    names = [x.strip() for x in arg.split(",") if x.strip()]
+    if names == ["none"]:
+        return []
+    bad = [n for n in names if n not in PEERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {(bad or [arg])[0]!r} (choose from {', '.join(PEERS)}, or none)"
+        )
+    return list(dict.fromkeys(names))
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -60,9 +78,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Start an embedded local Ray and measure, in one run: raw Ray round trips and "
             "actor-to-actor hops, the cost of one actor call, then pmmc-ray sequential put "
-            "latency and throughput at several client counts; then the same puts on a peer "
-            "system (PySyncObj, the optional bench extra: 3 local processes, in memory), "
-            "with the ratio pmmc-ray / peer next to each figure. Writes JSON to --out."
+            "latency and throughput at several client counts, closed loop, and at fixed "
+            "offered rates, open loop (--rate); then the same puts on peer systems "
+            "(PySyncObj, the optional bench extra: 3 local processes, in memory; etcd, when "
+            "an etcd binary is on PATH: 3 local members, fsync on), with the ratio "
+            "pmmc-ray / peer next to each figure. Writes JSON to --out."
         ),
     )
     p.add_argument(
@@ -79,9 +99,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--value-bytes",
         type=int,
         default=16,
-        help="size of the values the --outstanding runs write (default 16)",
+        help="size of the values the --outstanding and --rate runs and etcd write (default 16)",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per client count")
+    p.add_argument(
+        "--rate",
+        default="",
+        help="open-loop runs: a comma list of offered rates, operations per second (e.g. "
+        "1000,5000). Each starts operations on a fixed schedule for --duration seconds, "
+        "whatever the system does; an operation with no free client at its time is not "
+        "started and counted (not_started); latency runs from the scheduled start. "
+        "Default: none",
+    )
+    p.add_argument(
+        "--open-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="clients (one operation in flight each) per open-loop run; 0: enough for "
+        f"operations of up to {AUTO_POOL_S:g} s at that rate, at least {MIN_POOL} (default 0)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     p.add_argument("--config", help="deployment config file (.json or .toml)")
     p.add_argument(
         "--f", type=int, default=None, help="failures tolerated (default 1, or the config's)"
@@ -89,10 +126,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray")
     p.add_argument(
         "--peer",
-        choices=["pysyncobj", "none"],
-        default="pysyncobj",
-        help="peer system measured on the same workload (default pysyncobj; skipped "
-        "when it is not installed: pip install 'pmmc-ray[bench]')",
+        type=_peer_list,
+        default=_peer_list("pysyncobj,etcd"),
+        help="peer systems measured on the same workload, a comma list of pysyncobj and "
+        "etcd, or none (default pysyncobj,etcd; each is skipped when it is not there: "
+        "pip install 'pmmc-ray[bench]' for pysyncobj, an etcd binary on PATH for etcd)",
     )
 
     common = argparse.ArgumentParser(add_help=False)
@@ -316,9 +354,20 @@ def _bench(args: argparse.Namespace) -> int:
     if not 1 <= args.value_bytes <= 1 << 20:
         return _err("--value-bytes must be between 1 and 1048576")
     try:
+        rates = [float(x) for x in args.rate.split(",") if x.strip()]
+        if any(not 0 < r <= MAX_RATE for r in rates):
+            raise ValueError
+    except ValueError:
+        return _err(f"--rate must be a comma list of rates > 0 and <= {MAX_RATE:g} per second")
+    if not 0 <= args.open_clients <= MAX_POOL:
+        return _err(f"--open-clients must be between 0 (auto) and {MAX_POOL}")
+    if args.open_clients and not rates:
+        return _err("--open-clients needs --rate")
+    try:
         cfg = _load_config(args.config, namespace=f"bench-{os.getpid()}", f=args.f)
     except ValueError as e:
         return _err(str(e))
+    open_runs = [(r, pool_size(r, args.open_clients)) for r in rates]
     _ray_env_for_local_run()
     from .runtime.bench import pmmc, raw_ray
     from .runtime.deployment import start_local_ray, stop_ray
@@ -329,21 +378,14 @@ def _bench(args: argparse.Namespace) -> int:
         raw = raw_ray(cfg.namespace)
         print(json.dumps(raw), flush=True)
         print(f"pmmc-ray with clients {clients} ...", flush=True)
-        ours = pmmc(cfg.model_dump(), clients, args.duration, outstanding, args.value_bytes)
+        ours = pmmc(
+            cfg.model_dump(), clients, args.duration, outstanding, args.value_bytes, open_runs
+        )
     finally:
         stop_ray()
-    peers: dict[str, Any] = {}
-    if args.peer == "pysyncobj":
-        # After Ray has stopped, so the two systems do not share the CPUs.
-        from .runtime.bench_peers import pysyncobj_bench
-
-        print(f"PySyncObj with clients {clients} ...", flush=True)
-        try:
-            # The same counts of operations in flight as both pmmc-ray loops.
-            peers["pysyncobj"] = pysyncobj_bench(sorted({*clients, *outstanding}), args.duration)
-        except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as e:
-            # Keep pmmc-ray's figures: the peer's failure is reported, not fatal.
-            peers["pysyncobj"] = {"error": f"{type(e).__name__}: {e}"}
+    # After Ray has stopped, so the systems do not share the CPUs; the same counts of
+    # operations in flight as both pmmc-ray closed loops, the same rates and pools.
+    peers = _run_peers(args.peer, sorted({*clients, *outstanding}), args, open_runs)
     from .runtime.bench_peers import add_ratios
 
     add_ratios(ours, peers)
@@ -356,10 +398,50 @@ def _bench(args: argparse.Namespace) -> int:
     }
     _write_json(args.out, out)
     print(json.dumps(ours, indent=2))
-    for line in _ratio_lines(ours, peers):
+    for line in _open_loop_lines(ours) + _ratio_lines(ours, peers):
         print(line)
     print(f"wrote {args.out}")
     return 0
+
+
+def _run_peers(
+    names: list[str], in_flight: list[int], args: argparse.Namespace, open_runs: list
+) -> dict[str, Any]:
+    """Each peer of ``names``: its result, ``{"skipped": why}``, or ``{"error": what}``
+    (a peer's failure is reported, not fatal: pmmc-ray's figures are kept)."""
+    peers: dict[str, Any] = {}
+    for name in names:
+        rates = [r for r, _ in open_runs]
+        print(f"{name} with {in_flight} in flight, rates {rates} ...", flush=True)
+        try:
+            if name == "pysyncobj":
+                from .runtime.bench_peers import pysyncobj_bench
+
+                peers[name] = pysyncobj_bench(in_flight, args.duration, rates=open_runs)
+            else:
+                from .runtime.bench_etcd import etcd_bench
+
+                peers[name] = etcd_bench(
+                    in_flight, args.duration, rates=open_runs, value_bytes=args.value_bytes
+                )
+        except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as e:
+            peers[name] = {"error": f"{type(e).__name__}: {e}"}
+    return peers
+
+
+def _open_loop_lines(ours: dict[str, Any]) -> list[str]:
+    """One line per pmmc-ray open-loop run."""
+    lines = []
+    for r in ours.get("open_loop", []):
+        lat = r["latency_ms"]
+        lines.append(
+            f"open loop {r['offered_ops_per_s']:g}/s ({r['clients']} clients): pmmc-ray "
+            f"{r['committed_ops_per_s']} committed ops/s, p50 {lat['p50']} p99 {lat['p99']} "
+            f"p999 {lat['p999']} ms from the scheduled start; not started {r['not_started']}, "
+            f"unknown {r['unknown']}, errors {r['errors'] or 0}; {r.get('linearizable')}, "
+            f"replicas agree: {r.get('replicas_consistent')}"
+        )
+    return lines
 
 
 def _ratio_lines(ours: dict[str, Any], peers: dict[str, Any]) -> list[str]:
@@ -390,6 +472,18 @@ def _ratio_lines(ours: dict[str, Any], peers: dict[str, Any]) -> list[str]:
                 f"{name} {t['throughput_ops_per_s']} ops/s, ratio {run[key]['throughput']}; "
                 f"p50 {run['latency_ms']['p50']} / {t['latency_ms']['p50']} ms, "
                 f"ratio {run[key]['latency_p50']}"
+            )
+        theirs_open = {r["offered_ops_per_s"]: r for r in peer.get("open_loop", [])}
+        for run in ours.get("open_loop", []):
+            if key not in run:
+                continue
+            t = theirs_open[run["offered_ops_per_s"]]
+            lines.append(
+                f"open loop {run['offered_ops_per_s']:g}/s: pmmc-ray "
+                f"{run['committed_ops_per_s']} ops/s, {name} {t['committed_ops_per_s']} ops/s "
+                f"(not started {run['not_started']} / {t['not_started']}), ratio "
+                f"{run[key]['throughput']}; p99 {run['latency_ms']['p99']} / "
+                f"{t['latency_ms']['p99']} ms, ratio {run[key]['latency_p99']}"
             )
     return lines
 

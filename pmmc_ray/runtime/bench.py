@@ -8,7 +8,9 @@ Measures, on the Ray this process is connected to:
   - pmmc-ray: one client ``put`` at a time (latency), throughput/latency with several
     concurrent clients (threads, one Ray call per operation), and with many
     operations outstanding from one process (asyncio clients sharing a
-    :class:`~pmmc_ray.runtime.mux.SubmitMux`: one call per replica per loop turn).
+    :class:`~pmmc_ray.runtime.mux.SubmitMux`: one call per replica per loop turn);
+  - pmmc-ray open loop: operations started at a fixed rate on a pool of such clients,
+    latency from each operation's scheduled start (:mod:`.openloop`).
 Nothing here asserts a number; the caller writes the result to a file.
 """
 
@@ -26,9 +28,10 @@ import ray
 from ..check.linearizability import KV_MODEL, check
 from ..core import Batch, Command, Config
 from ..core.messages import Propose
-from .client import AsyncClient, HistoryRecorder, OutcomeUnknownError
+from .client import AsyncClient, HistoryRecorder, OutcomeUnknownError, outcome_of
 from .deployment import Deployment, deploy
 from .mux import SubmitMux
+from .openloop import run_open_loop
 from .workload import replica_states, run_workload
 
 
@@ -224,14 +227,79 @@ def pipelined(dep: Deployment, n: int, duration_s: float, value_bytes: int = 16)
     return out
 
 
+async def _open_loop(
+    dep: Deployment,
+    rate: float,
+    duration_s: float,
+    n: int,
+    value_bytes: int,
+    recorder: HistoryRecorder,
+) -> dict[str, Any]:
+    """``rate`` operations per second on a fixed schedule, on a pool of ``n`` paper
+    clients sharing one mux: puts and gets (alternately) of ``value_bytes``-byte
+    values on n/4 keys, as in :func:`_pipelined`."""
+    mux = SubmitMux()
+    clients = dep.muxed_clients(
+        n,
+        mux,
+        client_prefix=f"open{rate:g}-",
+        timeout_s=30.0,
+        attempt_timeout_s=10.0,
+        recorder=recorder,
+    )
+    keys = max(1, n // 4)
+    prefix = f"open{rate:g}-{time.time_ns():x}-"
+    # Every client opens its session before the schedule starts.
+    await asyncio.gather(*(c.get(f"{prefix}{i % keys}") for i, c in enumerate(clients)))
+    calls0, cmds0 = mux.calls, mux.commands
+
+    async def op(client: int, i: int) -> None:
+        c, key = clients[client], f"{prefix}{i % keys}"
+        if i % 2 == 0:
+            await c.put(key, f"{i:x}".ljust(value_bytes, "."))
+        else:
+            await c.get(key)
+
+    # A client whose operation raised anything but the known outcomes leaves the pool
+    # (outcome_of's "error"); the others take their next operation.
+    cpu0 = time.process_time()
+    out = await run_open_loop(
+        op, rate=rate, duration_s=duration_s, clients=n, classify=outcome_of, drain_s=40.0
+    )
+    driver_cpu = time.process_time() - cpu0
+    calls = mux.calls - calls0
+    out["value_bytes"] = value_bytes
+    out["ops"] = "put and get alternately"
+    out["commands_per_call"] = round((mux.commands - cmds0) / calls, 1) if calls else None
+    # This process's CPU (the schedule, the clients, Ray's calls) per operation started:
+    # near 1000 / rate ms, the driver itself is what limits the run.
+    started = out["started"]
+    out["driver_cpu_ms_per_op"] = round(driver_cpu * 1000 / started, 3) if started else None
+    return out
+
+
+def open_loop(
+    dep: Deployment, rate: float, duration_s: float, clients: int, value_bytes: int = 16
+) -> dict[str, Any]:
+    """Run :func:`_open_loop` and check the recorded history and the replicas."""
+    recorder = HistoryRecorder()
+    out = asyncio.run(_open_loop(dep, rate, duration_s, clients, value_bytes, recorder))
+    out["linearizable"] = check(recorder.operations(), KV_MODEL, timeout=60.0).verdict
+    out["replicas_consistent"] = replica_states(dep)[0]
+    return out
+
+
 def pmmc(
     config: dict[str, Any],
     clients: list[int],
     duration_s: float,
     outstanding: list[int] | None = None,
     value_bytes: int = 16,
+    rates: list[tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
-    """Deploy, time sequential puts, then run the workload at each client count."""
+    """Deploy, time sequential puts, then run the workload at each client count, the
+    pipelined runs at each count of ``outstanding``, and the open-loop runs at each
+    (rate, pool size) of ``rates``."""
     t0 = time.monotonic()
     dep = deploy(config)
     out: dict[str, Any] = {"deploy_s": round(time.monotonic() - t0, 2)}
@@ -260,6 +328,9 @@ def pmmc(
             )
         out["workload"] = runs
         out["pipelined"] = [pipelined(dep, n, duration_s, value_bytes) for n in outstanding or []]
+        out["open_loop"] = [
+            open_loop(dep, rate, duration_s, n, value_bytes) for rate, n in rates or []
+        ]
     finally:
         dep.shutdown(delete_data=True)
     return out

@@ -8,7 +8,10 @@ counted when the driver sees it committed. The driver measures
 
   - sequential ``put`` latency, one command in flight (p50, p99);
   - committed puts/s in a closed loop with N outstanding commands (N = the client
-    counts pmmc-ray uses), each the next put issued as soon as the last one commits.
+    counts pmmc-ray uses), each the next put issued as soon as the last one commits;
+  - open loop (``rates``): puts started at a fixed rate on a pool of N slots, one put
+    in flight each, as pmmc-ray's open-loop runs do (:mod:`.openloop`; a put whose
+    slot is not free at its scheduled time is not started but counted).
 
 Values are 16 bytes over 50 keys. PySyncObj runs in memory, its default: no journal
 file, no full dump, so nothing is fsynced (pmmc-ray's acceptors and replicas fsync
@@ -24,6 +27,7 @@ Without ``pysyncobj`` (the ``bench`` extra) the result says it was skipped.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -35,12 +39,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .openloop import run_open_loop
+
 PEER = "pysyncobj"
 SKIPPED = {"skipped": "pysyncobj not installed (pip install 'pmmc-ray[bench]')"}
 KEYS = 50
 VALUE_BYTES = 16
 SEQUENTIAL_SAMPLES = 100
 _READY_TIMEOUT_S = 30.0
+_OPEN_DRAIN_S = 10.0
+
+
+def _rates_arg(rates: list[tuple[float, int]]) -> str:
+    """(rate, pool) pairs as the driver's --rates: RATE:POOL,RATE:POOL."""
+    return ",".join(f"{r:g}:{n}" for r, n in rates)
+
+
+def _parse_rates(arg: str) -> list[tuple[float, int]]:
+    pairs = [x.split(":") for x in arg.split(",") if x]
+    return [(float(r), int(n)) for r, n in pairs]
 
 
 def _pysyncobj_version() -> str | None:
@@ -83,8 +100,10 @@ def pysyncobj_bench(
     samples: int = SEQUENTIAL_SAMPLES,
     batch: bool = False,
     spawned: list[int] | None = None,
+    rates: list[tuple[float, int]] | None = None,
 ) -> dict[str, Any]:
-    """Measure PySyncObj (3 nodes, loopback, in memory) on the bench workload.
+    """Measure PySyncObj (3 nodes, loopback, in memory) on the bench workload, and
+    open loop at each (rate, pool size) of ``rates``.
 
     ``spawned``, if given, receives the pid of every child process started (all of
     them are killed before this returns). Returns ``SKIPPED`` without pysyncobj.
@@ -94,6 +113,9 @@ def pysyncobj_bench(
         return dict(SKIPPED)
     if not clients or min(clients) < 1 or duration_s <= 0 or samples < 1:
         raise ValueError("clients must be counts >= 1, duration_s > 0 and samples >= 1")
+    rates = list(rates or [])
+    if any(r <= 0 or n < 1 for r, n in rates):
+        raise ValueError("rates must be > 0 with pools >= 1")
     nodes = [f"127.0.0.1:{p}" for p in _free_ports(3)]
     env = dict(os.environ)
     # The children import this module from wherever the parent did.
@@ -129,6 +151,7 @@ def pysyncobj_bench(
                 str(duration_s),
                 "--samples",
                 str(samples),
+                *(["--rates", _rates_arg(rates)] if rates else []),
                 *conf,
             ],
             stdout=subprocess.PIPE,
@@ -136,6 +159,7 @@ def pysyncobj_bench(
             text=True,
         )
         budget = _READY_TIMEOUT_S + samples * 5.0 + len(clients) * (duration_s + 10.0)
+        budget += len(rates) * (duration_s + _OPEN_DRAIN_S + 5.0)
         out, err = driver.communicate(timeout=budget)
         if driver.returncode != 0 or not out.strip():
             raise RuntimeError(f"pysyncobj driver exited {driver.returncode}: {err.strip()[-500:]}")
@@ -173,7 +197,8 @@ def add_ratios(pmmc: dict[str, Any], peers: dict[str, dict[str, Any]]) -> None:
     """Put ``ratio_vs_<peer>`` (pmmc-ray / peer) next to each pmmc-ray figure, in place.
 
     Latency ratios above 1 mean pmmc-ray is slower; throughput ratios below 1 mean it
-    does less. A skipped or failed peer gets no ratios.
+    does less. Closed-loop runs are matched by operations in flight, open-loop runs by
+    offered rate. A skipped or failed peer gets no ratios.
     """
     for name, peer in peers.items():
         if "skipped" in peer or "error" in peer:
@@ -197,6 +222,22 @@ def add_ratios(pmmc: dict[str, Any], peers: dict[str, dict[str, Any]]) -> None:
                 "latency_p50": _ratio(
                     (run.get("latency_ms") or {}).get("p50"), theirs["latency_ms"].get("p50")
                 ),
+            }
+        # Open loop: against the peer's run at the same offered rate.
+        by_rate = {r["offered_ops_per_s"]: r for r in peer.get("open_loop", [])}
+        for run in pmmc.get("open_loop", []):
+            theirs = by_rate.get(run["offered_ops_per_s"])
+            if theirs is None:
+                continue
+            ours_lat, their_lat = run.get("latency_ms") or {}, theirs.get("latency_ms") or {}
+            run[key] = {
+                "throughput": _ratio(
+                    run.get("committed_ops_per_s"), theirs.get("committed_ops_per_s")
+                ),
+                **{
+                    f"latency_{q}": _ratio(ours_lat.get(q), their_lat.get(q))
+                    for q in ("p50", "p99")
+                },
             }
 
 
@@ -234,7 +275,12 @@ def _value(client: int, n: int) -> str:
 
 
 def _driver(
-    nodes: list[str], clients: list[int], duration_s: float, samples: int, batch: bool
+    nodes: list[str],
+    clients: list[int],
+    duration_s: float,
+    samples: int,
+    batch: bool,
+    rates: list[tuple[float, int]] | None = None,
 ) -> None:
     from pysyncobj import FAIL_REASON
 
@@ -262,6 +308,10 @@ def _driver(
     runs = []
     for n in clients:
         runs.append(_closed_loop(kv, n, duration_s, FAIL_REASON.SUCCESS))
+    open_runs = [
+        asyncio.run(_open_loop(kv, rate, pool, duration_s, FAIL_REASON.SUCCESS))
+        for rate, pool in rates or []
+    ]
     kv.destroy()
     print(
         json.dumps(
@@ -269,10 +319,57 @@ def _driver(
                 "ready_s": round(ready_s, 2),
                 "sequential_put_ms": _percentiles(xs),
                 "workload": runs,
+                "open_loop": open_runs,
             }
         ),
         flush=True,
     )
+
+
+class _PutFailed(Exception):
+    """PySyncObj answered a put with a FAIL_REASON other than SUCCESS."""
+
+
+async def _open_loop(
+    kv: Any, rate: float, pool: int, duration_s: float, success: int
+) -> dict[str, Any]:
+    """Puts at ``rate`` per second on a fixed schedule, at most ``pool`` in flight.
+
+    Each put's callback (on PySyncObj's tick thread) hands its result to this loop.
+    A failed put (no leader, queue full...) is counted under its FAIL_REASON code.
+    """
+    loop = asyncio.get_running_loop()
+
+    def settle(fut: asyncio.Future, err: int) -> None:
+        if not fut.done():
+            fut.set_result(err)
+
+    async def op(client: int, i: int) -> None:
+        fut = loop.create_future()
+
+        def on_commit(_result: Any, err: int) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, fut, err)
+            except RuntimeError:
+                pass  # the run is over and its loop closed: a late answer
+
+        kv.put(f"k{(i * 7919) % KEYS}", _value(client, i), callback=on_commit)
+        err = await fut
+        if err != success:
+            raise _PutFailed(err)
+
+    def classify(e: BaseException) -> str:
+        return f"fail_reason_{e.args[0]}" if isinstance(e, _PutFailed) else "error"
+
+    out = await run_open_loop(
+        op,
+        rate=rate,
+        duration_s=duration_s,
+        clients=pool,
+        classify=classify,
+        drain_s=_OPEN_DRAIN_S,
+    )
+    return {**out, "ops": f"put, {VALUE_BYTES}-byte values"}
 
 
 def _closed_loop(kv: Any, clients: int, duration_s: float, success: int) -> dict[str, Any]:
@@ -340,20 +437,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--samples", type=int, default=SEQUENTIAL_SAMPLES)
+    p.add_argument("--rates", default="", help="open-loop runs: RATE:POOL,RATE:POOL")
     p.add_argument("--batch", action="store_true")
     p = sub.add_parser("bench", help="the whole measurement, printed as JSON")
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--rates", default="", help="open-loop runs: RATE:POOL,RATE:POOL")
     p.add_argument("--batch", action="store_true", help="PySyncObj appendEntriesUseBatch")
     args = ap.parse_args(argv)
     if args.role == "node":
         _node(args.me, args.others, args.batch)
     elif args.role == "driver":
         clients = [int(x) for x in args.clients.split(",")]
-        _driver(args.nodes.split(","), clients, args.duration, args.samples, args.batch)
+        _driver(
+            args.nodes.split(","),
+            clients,
+            args.duration,
+            args.samples,
+            args.batch,
+            _parse_rates(args.rates),
+        )
     else:
         clients = [int(x) for x in args.clients.split(",")]
-        print(json.dumps(pysyncobj_bench(clients, args.duration, batch=args.batch), indent=2))
+        r = pysyncobj_bench(
+            clients, args.duration, batch=args.batch, rates=_parse_rates(args.rates)
+        )
+        print(json.dumps(r, indent=2))
 
 
 if __name__ == "__main__":
