@@ -274,3 +274,19 @@ def test_d2_restarting_behind_what_was_durable():
     c.on_disk_lost("replica-1")
     c.on_restart("replica-1", replica(1))  # a fresh start after a lost disk: fine
     assert names(c) == ["D2"]
+
+
+def test_g2_collecting_what_no_replica_of_that_configuration_or_a_later_one_holds():
+    from pmmc_ray.core.messages import AcceptorCollected
+
+    c = checker()
+    configs = {0: ("replica-0", "replica-1"), 1: ("replica-2", "replica-3")}
+    c.replicas_since = lambda e: {r for ep, rs in configs.items() if ep >= e for r in rs}
+    c.durable_slot_out.update({"replica-0": 5, "replica-1": 3, "replica-2": 2})
+    acc = Acceptor("acceptor-0")
+    # replica-0 of epoch 0 holds slots below 5; epoch 1's replicas have less: fine
+    c.after_step("acceptor-0", acc, [Persist(AcceptorCollected(0, 5))])
+    assert names(c) == []
+    # nobody of epoch 1 or later holds slots below 4
+    c.after_step("acceptor-0", acc, [Persist(AcceptorCollected(1, 4))])
+    assert names(c) == ["G2"]

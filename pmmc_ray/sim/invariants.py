@@ -34,8 +34,12 @@ proposed, accepted and decided, so it can check properties no single process can
       reached (recovery neither loses nor invents slots).
   G1  an acceptor never accepts a slot below a collected mark it persisted, across
       restarts too (paper 4.2: a collected slot is decided, not empty).
-  G2  when an acceptor collects below s, some replica of the current configuration holds
-      every slot below s on its disk: collected slots can always be recovered.
+  G2  when an acceptor collects epoch e below s, some replica of e's configuration or of
+      a later one holds every slot below s on its disk: collected slots can always be
+      recovered. (Not "of the newest configuration": a reconfiguration decided while
+      the collect was on its way may name replicas that have no state yet; they pull
+      it from the earlier configuration's replicas, which the nemesis never leaves
+      without a copy.)
   X1  exactly once, checked on the reference itself with memory the bounded client table
       does not have: no write is performed twice, none after a decision rejected it.
 
@@ -105,7 +109,8 @@ class InvariantChecker:
         self.ref_at: dict[int, Hashable] = {1: self._state_hash(self.ref_app, {})}
         self.durable_slot_out: dict[str, int] = {}  # replica -> slots 1.. on its disk (D1)
         self.collected: dict[tuple[str, int], int] = {}  # (acceptor, epoch) -> mark (G1)
-        self.replicas_now: Callable[[], Iterable[str]] = lambda: ()  # set by the sim (G2)
+        # replicas of every configuration with epoch >= e, set by the sim (G2)
+        self.replicas_since: Callable[[int], Iterable[str]] = lambda e: ()
 
     def fail(self, what: str) -> None:
         if what not in self.violations:
@@ -189,11 +194,13 @@ class InvariantChecker:
             shadow = self.acceptor_shadow.get((pid, epoch), {})
             for slot in [x for x in shadow if x < below]:
                 del shadow[slot]
-            held = max((self.durable_slot_out.get(r, 1) for r in self.replicas_now()), default=1)
+            held = max(
+                (self.durable_slot_out.get(r, 1) for r in self.replicas_since(epoch)), default=1
+            )
             if held < below:
                 self.fail(
-                    f"G2: {pid} collected epoch {epoch} below {below}, but no replica of the "
-                    f"current configuration has more than slots below {held} on disk"
+                    f"G2: {pid} collected epoch {epoch} below {below}, but no replica of that "
+                    f"configuration or a later one has more than slots below {held} on disk"
                 )
 
     def _on_accept(self, pid: str, acc: object, rec: AcceptorAccept) -> None:

@@ -344,7 +344,9 @@ class Simulation:
         self._last_configs: tuple[Config, ...] = ()
         self._muxed: dict[str, list[Command]] = {}  # replica -> commands waiting (mux)
         self.checker = InvariantChecker({}, max_sessions=params.timing.max_sessions)
-        self.checker.replicas_now = lambda: self._current_config().replicas
+        self.checker.replicas_since = lambda e: {
+            r for c in self._known_configs() if c.epoch >= e for r in c.replicas
+        }
         self.clients: dict[str, _SimClient] = {}
         self.history: list[ClientOp] = []
         self.admin_pending: ClientOp | None = None
