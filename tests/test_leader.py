@@ -201,8 +201,24 @@ def test_stale_preempted_is_ignored(config, timing):
 
 def test_ping_is_answered_with_the_active_flag(config, timing):
     ldr = active_leader(config, timing)
-    assert ldr.handle(Ping("leader-1", 0), 0) == [Send("leader-1", Pong("leader-0", 0, True))]
+    assert ldr.handle(Ping("leader-1", 0), 0) == [
+        Send("leader-1", Pong("leader-0", 0, True, False, ballot(0)))
+    ]
     assert ldr.handle(Ping("leader-1", 9), 0) == [Send("leader-1", Pong("leader-0", 9, False))]
+
+
+def test_active_leader_gives_way_to_a_higher_ballot_it_hears_of_in_a_pong(config, timing):
+    # Replicas send proposals to the newest leader only, so an active leader that was
+    # preempted may never hear of it from its commander: its pings tell it.
+    ldr = active_leader(config, timing)
+    assert sends(ldr.handle(Timer("tick"), 20)) == [("leader-1", Ping("leader-0", 0))]
+    ldr.handle(Pong("leader-1", 0, True, False, ballot(0)), 21)  # not higher
+    assert ldr.epochs[0].active
+    ldr.handle(Pong("leader-1", 0, True, False, ballot(2, "leader-1")), 22)
+    ep = ldr.epochs[0]
+    assert (ep.active, ep.watching, ep.ballot_num) == (False, "leader-1", ballot(3))
+    # it now watches leader-1 and scouts only when leader-1 goes silent
+    assert sends(ldr.handle(Timer("tick"), 40)) == [("leader-1", Ping("leader-0", 0))]
 
 
 def test_leader_joins_a_new_epoch_on_its_first_proposal(config, timing):
@@ -248,6 +264,7 @@ def test_idle_epoch_asks_replicas_whether_it_is_retired(config, timing):
     assert effects == [
         Send("replica-0", EpochQuery("leader-0", 0)),
         Send("replica-1", EpochQuery("leader-0", 0)),
+        Send("leader-1", Ping("leader-0", 0)),  # is somebody else leading now?
         SetTimer("tick", timing.ping_interval),
     ]
     assert ldr.handle(Retire(0), 0)[0] == Persist(LeaderRetired(0))

@@ -21,6 +21,10 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
   before scouting, it pings them for ``timeout`` (answering pings as ``abdicated``
   meanwhile) and watches the one that answers as active. A leader that just came
   back does not preempt the one that took over while it was down.
+- Active leaders ping the other leaders too. Replicas send proposals to the leader of
+  the highest ballot they know of, so a leader that was preempted may run no phase 2
+  that could tell it; a Pong from an active leader with a higher ballot does, and it
+  goes passive and watches that leader (otherwise nobody would watch it).
 - Active but useless: when replicas have asked for slots and none of them has moved
   its slot_out for ``timeout`` (our commander cannot reach the acceptors, or it is
   paused), the leader steps aside: it answers pings as ``abdicated``, so the leader
@@ -237,7 +241,8 @@ class Leader:
                 ep = self.epochs.get(msg.epoch)
                 active = ep is not None and ep.active
                 aside = ep is not None and now < ep.hold_until
-                effects = [Send(msg.src, Pong(self.id, msg.epoch, active, aside))]
+                ballot = ep.ballot_num if active else None
+                effects = [Send(msg.src, Pong(self.id, msg.epoch, active, aside, ballot))]
             case Pong():
                 self._on_pong(msg, now)
                 effects = []
@@ -345,7 +350,13 @@ class Leader:
 
     def _on_pong(self, m: Pong, now: int) -> None:
         ep = self.epochs.get(m.epoch)
-        if ep is None or ep.active or ep.scouting:
+        if ep is None or ep.scouting:
+            return
+        if ep.active:
+            if m.active and m.ballot is not None and m.ballot > ep.ballot_num:
+                # Preempted without noticing (proposals go to the newer leader, so our
+                # commander runs nothing that acceptors could refuse): give way to it.
+                self._become_passive(ep, m.ballot, now)
             return
         if m.active and (m.src == ep.watching or now < ep.hold_until):
             ep.watching = m.src  # while stepping aside: found who leads now
@@ -469,6 +480,10 @@ class Leader:
             elif ep.active:
                 if self._stalled(ep, now):
                     self._step_aside(ep, now)
+                else:
+                    # Another leader may have been adopted with a higher ballot since.
+                    others = [ldr for ldr in ep.config.leaders if ldr != self.id]
+                    effects += [Send(ldr, Ping(self.id, epoch)) for ldr in others]
             elif now < ep.hold_until:
                 # Stepped aside: give the others their chance, and look for who leads.
                 others = [ldr for ldr in ep.config.leaders if ldr != self.id]

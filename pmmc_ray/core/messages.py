@@ -289,13 +289,14 @@ class Ping:
 
 @dataclass(frozen=True, slots=True)
 class Pong:
-    """``active``: the sender leads the epoch. ``abdicated``: it stepped aside because it
-    could not make progress; whoever watches it should take over now."""
+    """``active``: the sender leads the epoch, with ``ballot``. ``abdicated``: it stepped
+    aside because it could not make progress; whoever watches it should take over now."""
 
     src: str
     epoch: int
     active: bool
     abdicated: bool = False
+    ballot: Ballot | None = None
 
 
 @dataclass(frozen=True, slots=True)
