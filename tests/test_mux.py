@@ -83,6 +83,47 @@ def test_a_client_that_gave_up_is_not_sent_and_others_are_unaffected():
     asyncio.run(main())
 
 
-def test_max_batch_must_be_positive():
+class _SlowReplica:
+    """submit_many answers only when the test releases it."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Command]] = []
+        self.release = asyncio.Event()
+        self.submit_many = _Method(self._submit_many)
+
+    async def _submit_many(self, commands, timeouts):
+        self.calls.append(list(commands))
+        await self.release.wait()
+        return [f"done {c.client_id}/{c.command_id}" for c in commands]
+
+
+def test_when_max_calls_are_in_flight_later_commands_wait_and_then_travel_together():
+    async def main():
+        mux, r = SubmitMux(max_calls=2), _SlowReplica()
+        first = [mux.submit("replica-0", r, _cmd(i), 1.0) for i in (0, 1)]
+        await asyncio.sleep(0.01)
+        assert len(r.calls) == 1  # idle: sent at once
+        second = [mux.submit("replica-0", r, _cmd(2), 1.0)]
+        await asyncio.sleep(0.01)
+        assert len(r.calls) == 2  # one call in flight < 2: sent at once too
+        later = []
+        for i in range(3, 8):  # one per loop turn, as an open-loop client sends them
+            later.append(mux.submit("replica-0", r, _cmd(i), 1.0))
+            await asyncio.sleep(0)
+        assert len(r.calls) == 2 and mux.held > 0  # busy: they wait in the mux
+        # another replica is not held back by this one
+        other = _Replica()
+        assert await mux.submit("replica-1", other, _cmd(99), 1.0) == "done c99/1"
+        r.release.set()
+        answers = await asyncio.gather(*first, *second, *later)
+        assert answers == [f"done c{i}/1" for i in range(8)]
+        assert [len(c) for c in r.calls] == [2, 1, 5]  # the five went in one call
+
+    asyncio.run(main())
+
+
+def test_max_batch_and_max_calls_must_be_positive():
     with pytest.raises(ValueError):
         SubmitMux(max_batch=0)
+    with pytest.raises(ValueError):
+        SubmitMux(max_calls=0)

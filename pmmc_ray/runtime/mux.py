@@ -9,6 +9,13 @@ that clients of one event loop submit to the same replica during one turn of the
 and sends them in one ``submit_many`` call; the replica takes them in one step, so they
 can share one slot. Each client still gets its own answer, timeout and retry.
 
+Propose at once when idle, batch when busy: at most ``max_calls`` calls per replica are
+in flight; commands submitted meanwhile wait in the mux and go together in the next
+call, when one returns. With few operations in flight each goes at once (one call per
+loop turn); under load, and with operations arriving one per loop turn (an open-loop
+client), the calls grow instead of multiplying. A ``submit_many`` returns when all its
+commands are answered, so a call carrying a slow command holds its place until then.
+
 Use one mux per event loop::
 
     mux = SubmitMux()
@@ -28,13 +35,19 @@ __all__ = ["SubmitMux"]
 class SubmitMux:
     """Batches ``submit`` calls per replica and per event-loop turn."""
 
-    def __init__(self, max_batch: int = 2048) -> None:
+    def __init__(self, max_batch: int = 2048, max_calls: int = 4) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if max_calls < 1:
+            raise ValueError("max_calls must be >= 1")
         self.max_batch = max_batch
+        self.max_calls = max_calls
         self._waiting: dict[str, tuple[Any, list[tuple[Command, float, asyncio.Future]]]] = {}
+        self._scheduled: set[str] = set()  # replicas with a flush due on this loop turn
+        self._inflight: dict[str, int] = {}  # replica -> its calls not yet returned
         self.calls = 0
         self.commands = 0
+        self.held = 0  # times commands waited for a call in flight to return
         self._tasks: set[asyncio.Future] = set()
 
     def submit(self, name: str, handle: Any, command: Command, timeout_s: float) -> asyncio.Future:
@@ -44,11 +57,25 @@ class SubmitMux:
         entry = self._waiting.get(name)
         if entry is None:
             entry = self._waiting[name] = (handle, [])
-            loop.call_soon(self._flush, name)
         entry[1].append((command, timeout_s, fut))
+        self._schedule(name, loop)
         return fut
 
+    def _schedule(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        if name in self._scheduled or name not in self._waiting:
+            return
+        if self._inflight.get(name, 0) >= self.max_calls:
+            self.held += 1
+            return  # busy: the next call goes when one returns, with all that waits
+        self._scheduled.add(name)
+        loop.call_soon(self._flush, name)
+
+    def _returned(self, name: str) -> None:
+        self._inflight[name] -= 1
+        self._schedule(name, asyncio.get_running_loop())
+
     def _flush(self, name: str) -> None:
+        self._scheduled.discard(name)
         handle, items = self._waiting.pop(name)
         items = [it for it in items if not it[2].done()]  # a client may have given up
         for i in range(0, len(items), self.max_batch):
@@ -60,9 +87,11 @@ class SubmitMux:
                 continue
             self.calls += 1
             self.commands += len(part)
+            self._inflight[name] = self._inflight.get(name, 0) + 1
             task = asyncio.ensure_future(_deliver(ref, part))
             self._tasks.add(task)  # keep a reference until it is done
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _t, n=name: self._returned(n))
 
 
 async def _deliver(ref: Any, part: list[tuple[Command, float, asyncio.Future]]) -> None:
