@@ -200,6 +200,35 @@ def test_a_restarted_peer_is_found_again_on_its_new_port():
     asyncio.run(main())
 
 
+def test_cutting_streams_resets_them_both_ways_and_they_come_back():
+    async def main() -> None:
+        net = _Net()
+        a = await net.add("a")
+        b = await net.add("b")
+        await net.add("c")
+        try:
+            await _send_until_up(a, "b", [_propose(1)])
+            await _send_until_up(b, "a", [_propose(2)])
+            await _send_until_up(a, "c", [_propose(3)])
+            await _until(lambda: len(net.got["b"]) == 1 and len(net.got["a"]) == 1)
+            # a cuts its streams with b: its own link to b, and b's link to it
+            assert a.cut(["b"]) == ["b"]
+            assert a.stats()["links_up"] == ["c"] and a.stats()["cuts"] == 1
+            await _until(lambda: "a" not in b.stats()["links_up"])
+            assert a.send("b", [_propose(9)]) is None  # down: the host would use Ray
+            # both come back by themselves, and frames flow again
+            await _send_until_up(a, "b", [_propose(4)])
+            await _send_until_up(b, "a", [_propose(5)])
+            await _until(lambda: len(net.got["b"]) == 2 and len(net.got["a"]) == 2)
+            assert [m.entries[0][0] for _, ms in net.got["b"] for m in ms] == [1, 4]
+            # the stream to c was never touched; cutting everything cuts it too
+            assert a.cut() == ["b", "c"]
+        finally:
+            net.close()
+
+    asyncio.run(main())
+
+
 class _DeafPeer:
     """Completes the handshake, then never reads: a hung process."""
 

@@ -585,6 +585,8 @@ class Nemesis:
             self._kill(fault, rec, view, t0, probes)
         elif fault.kind in ("drop", "delay", "duplicate"):
             self._lossy(fault, rec, t0, probes)
+        elif fault.kind == "cut-links":
+            self._cut_links(fault, rec, t0, probes)
         elif fault.kind.startswith("partition-"):
             self._partition(fault, rec, view, t0, probes)
         elif fault.kind == "pause":
@@ -806,6 +808,25 @@ class Nemesis:
         finally:
             self._set_faults(rec)
             rec.end_s = round(time.monotonic() - t0, 3)
+
+    def _cut_links(self, fault: Fault, rec: FaultRecord, t0: float, probes: Probes) -> None:
+        """Reset every actor's data-plane streams every ``every_s`` for the duration."""
+        start = time.monotonic()
+        rec.start_s = round(start - t0, 3)
+        probes.fire(rec, start, t0)
+        every = float(fault.param("every_s", 0.5))
+        cuts = rounds = 0
+        while True:
+            res = self.dep.cut_links()
+            rounds += 1
+            cuts += sum(len(v) for v in res.values() if isinstance(v, list))
+            if time.monotonic() - start + every > fault.duration_s:
+                break
+            time.sleep(every)
+        rec.end_s = round(time.monotonic() - t0, 3)
+        rec.notes.append(f"{cuts} streams cut in {rounds} rounds")
+        if cuts == 0:
+            rec.skipped = "no data-plane stream to cut (transport: ray?)"
 
     def _set_faults(self, rec: FaultRecord, **kw: Any) -> bool:
         """Set (or, with no arguments, clear) the transport faults of every actor; False

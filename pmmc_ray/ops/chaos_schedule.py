@@ -43,6 +43,7 @@ KINDS: tuple[str, ...] = (
     "drop",
     "delay",
     "duplicate",
+    "cut-links",
     "partition-leader",
     "partition-acceptors",
     "pause",
@@ -61,6 +62,10 @@ KIND_HELP: dict[str, str] = {
     "drop": "every actor drops a share of its outgoing messages",
     "delay": "every actor delays its outgoing messages (reordering them)",
     "duplicate": "every actor sends a share of its messages twice",
+    "cut-links": (
+        "every actor's data-plane connections reset again and again (frames in flight lost; "
+        "they reconnect)"
+    ),
     "partition-leader": "the active leader, its scout and commander cut off (both ways or one way)",
     "partition-acceptors": "a minority of acceptors cut off (both ways or one way)",
     "pause": "one actor's process stopped (SIGSTOP) and resumed (SIGCONT): the slow node",
@@ -75,7 +80,14 @@ KIND_HELP: dict[str, str] = {
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "kill": ("kill-leader", "kill-acceptors", "kill-replicas", "kill-role", "kill-several"),
-    "network": ("drop", "delay", "duplicate", "partition-leader", "partition-acceptors"),
+    "network": (
+        "drop",
+        "delay",
+        "duplicate",
+        "cut-links",
+        "partition-leader",
+        "partition-acceptors",
+    ),
     "pause": ("pause",),
     "node": ("node-kill", "disk-loss"),
     "combined": ("failover-lagging-replica",),
@@ -278,6 +290,9 @@ def make_schedule(
         elif kind == "duplicate":
             dur = round(rng.uniform(4.0, 8.0), 1)
             params = [("duplicate", round(rng.uniform(0.1, 0.5), 2))]
+        elif kind == "cut-links":
+            dur = round(rng.uniform(3.0, 6.0), 1)
+            params = [("every_s", round(rng.uniform(0.3, 1.0), 1))]
         elif kind == "partition-leader":
             dur = round(rng.uniform(4.0, 8.0), 1)
             targets = ("leader:active", "scout:active", "commander:active")
@@ -285,7 +300,7 @@ def make_schedule(
         elif kind == "partition-acceptors":
             dur = round(rng.uniform(4.0, 8.0), 1)
             targets = minority()
-            params = [("direction", one_of(("both", "in", "out"), kind))]
+            params = [("direction", one_of(("in", "both", "out"), kind))]
         elif kind == "pause":
             dur = round(rng.uniform(2.0, 6.0), 1)
             choices = ("leader:active", f"acceptor:{rng.randrange(n_acc)}", "replica:0")

@@ -664,6 +664,16 @@ class _Host:
         )
         return self.faults.as_dict()
 
+    async def cut_links(self, peers: list | tuple | None = None) -> list[str]:
+        """Reset this actor's data-plane streams to and from ``peers`` (all if None), as
+        a network fault would: what they buffered is lost, and they reconnect. The peers
+        cut ([] with ``transport: ray``)."""
+        if peers is not None and not all(isinstance(p, str) for p in peers):
+            raise ValueError("peers must be actor names")
+        if self.data is None:
+            return []
+        return self.data.cut(None if peers is None else list(peers))
+
     async def destroy_storage(self) -> bool:
         """Stop taking part and delete this actor's storage (used by shutdown)."""
         self.role = None

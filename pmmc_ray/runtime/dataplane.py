@@ -33,7 +33,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from . import wire
@@ -226,7 +226,8 @@ class DataPlane:
         self.dropped_full = 0
         self.refused_connections = 0
         self.bad_frames = 0
-        self._accepted: set[asyncio.StreamWriter] = set()
+        self._accepted: dict[asyncio.StreamWriter, str | None] = {}  # -> its peer, once known
+        self.cuts = 0
         self._handshaking = 0
         self.failed: str | None = None
 
@@ -287,6 +288,23 @@ class DataPlane:
             if link.task is not None:
                 link.task.cancel()
 
+    def cut(self, peers: Iterable[str] | None = None) -> list[str]:
+        """Reset the streams to and from ``peers`` (all if None), as a network fault
+        would: frames in their buffers are lost, and each link reconnects with backoff
+        (meanwhile messages go by Ray call). The peers whose streams were cut."""
+        wanted = None if peers is None else set(peers)
+        cut: set[str] = set()
+        for dst, link in self.links.items():
+            if (wanted is None or dst in wanted) and link.ready:
+                link.close()
+                cut.add(dst)
+        for w, src in list(self._accepted.items()):
+            if src is not None and (wanted is None or src in wanted):
+                w.transport.abort()
+                cut.add(src)
+        self.cuts += len(cut)
+        return sorted(cut)
+
     def stats(self) -> dict[str, Any]:
         return {
             "address": f"{self.host}:{self.port}" if self.failed is None else None,
@@ -298,6 +316,7 @@ class DataPlane:
             "dropped_full_buffer": self.dropped_full,
             "refused_connections": self.refused_connections,
             "bad_frames": self.bad_frames,
+            "cuts": self.cuts,
         }
 
     def close(self) -> None:
@@ -312,11 +331,11 @@ class DataPlane:
     # --- the accepting side -----------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._accepted.add(writer)
+        self._accepted[writer] = None
         try:
             await self._serve_one(reader, writer)
         finally:
-            self._accepted.discard(writer)
+            self._accepted.pop(writer, None)
             writer.transport.abort()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -338,6 +357,7 @@ class DataPlane:
             return
         finally:
             self._handshaking -= 1
+        self._accepted[writer] = src
         _keepalive(writer)
         seq = 0
         try:

@@ -509,6 +509,23 @@ class Deployment:
         blocked = [list(p) for p in blocked]
         return self._gather("set_faults", timeout_s, drop, delay_ms, duplicate, blocked)
 
+    def cut_links(
+        self,
+        names: list[str] | None = None,
+        peers: list[str] | None = None,
+        *,
+        timeout_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Reset the data-plane streams of ``names`` (every actor if None) to and from
+        ``peers`` (all if None): a cut connection, as a network fault. Buffered frames
+        are lost (the protocol retransmits); the streams reconnect with backoff, and
+        messages go by Ray call meanwhile. Name -> the peers whose streams it cut."""
+        known = set(self.names())
+        for n in [*(names or []), *(peers or [])]:
+            if n not in known:
+                raise ValueError(f"no actor named {n!r} in deployment {self.namespace}")
+        return self._gather("cut_links", timeout_s, peers, names=names)
+
     def kill(self, name: str, restart: bool = True) -> None:
         """Kill actor ``name`` (Ray restarts it if ``restart``). Asynchronous, as ray.kill is."""
         ray.kill(self.handle(name), no_restart=not restart)
