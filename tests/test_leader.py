@@ -15,6 +15,7 @@ from pmmc_ray.core.messages import (
     Ping,
     Pong,
     Preempted,
+    Progress,
     Propose,
     Retire,
     StartScout,
@@ -96,21 +97,34 @@ def test_restarted_sole_leader_scouts_at_once(timing):
     ]
 
 
-def test_answers_from_a_healthy_leader_undo_the_duel_backoff(config, timing):
+def test_a_preemption_backoff_stays_while_the_winner_answers(config, timing):
+    # Only an adoption shrinks the timeout (paper 3): were it to shrink back with time,
+    # leadership would change hands on every pause longer than the initial timeout.
     ldr = active_leader(config, timing)
     ldr.handle(Preempted(0, ballot(0), ballot(3, "leader-1")), 10)
-    ldr.handle(Preempted(0, ballot(4), ballot(9, "leader-1")), 11)
-    assert ldr.timeout > 2 * timing.timeout_initial
-    now = 11
-    for _ in range(1000):
-        now += 1
-        ldr.handle(Pong("leader-1", 0, True), now)
-    assert ldr.timeout == timing.timeout_initial  # not below: that is for adoptions
-    # answers from a leader that is not active do not shrink it
-    ldr.handle(Preempted(0, ballot(10), ballot(12, "leader-1")), now)
     grown = ldr.timeout
-    ldr.handle(Pong("leader-1", 0, False), now + 1)
+    now = 10
+    for _ in range(1000):
+        now += timing.ping_interval
+        ldr.handle(Pong("leader-1", 0, True, False, ballot(3, "leader-1")), now)
     assert ldr.timeout == grown
+
+
+def test_at_a_first_start_only_the_first_leader_scouts_at_once(config, timing):
+    second = Leader("leader-1", config, timing, scout_id="scout-1", commander_id="commander-1")
+    assert second.start(0) == [
+        Send("leader-0", Ping("leader-1", 0)),
+        SetTimer("tick", timing.ping_interval),
+    ]
+    second.handle(Pong("leader-0", 0, True, False, ballot(0)), 3)
+    effects = second.handle(Timer("tick"), second.timeout + 1)
+    assert sends(effects) == [("leader-0", Ping("leader-1", 0))]  # watches, no duel
+    assert second.timeout == timing.timeout_initial
+    # and scouts when the first leader is not there
+    lonely = Leader("leader-1", config, timing, scout_id="scout-1", commander_id="commander-1")
+    lonely.start(0)
+    effects = lonely.handle(Timer("tick"), lonely.timeout + 1)
+    assert any(isinstance(m, StartScout) for _, m in sends(effects))
 
 
 def test_adopted_overrides_proposals_with_pmax_and_runs_phase2(config, timing):
@@ -245,6 +259,52 @@ def test_old_epoch_retires_once_every_replica_reports_it_passed(config, timing):
     assert list(ldr.epochs) == [1]
 
 
+def test_a_passive_leader_retires_old_epochs_from_progress_reports(config, timing):
+    # Proposals go to the leader that leads; the others hear of the replicas through
+    # their Progress reports, and retire finished epochs from those too.
+    ldr = make(config, timing)
+    ldr.start(0)
+    new = type(config)(1, 9, config.replicas, config.leaders, config.acceptors)
+    # it joins the new epoch (looking for its leader first), which it leads too
+    assert sends(ldr.handle(Progress("replica-0", 9, new), 0)) == [
+        ("leader-1", Ping("leader-0", 1))
+    ]
+    assert 1 in ldr.epochs and not ldr.epochs[1].scouting
+    effects = ldr.handle(Progress("replica-1", 10, new), 0)
+    assert effects[0] == Persist(LeaderRetired(0))
+    assert list(ldr.epochs) == [1]
+
+
+def test_an_active_leader_reminds_replicas_that_it_leads(config, timing):
+    ldr = active_leader(config, timing)
+    effects = ldr.handle(Progress("replica-1", 1, config), 0)
+    assert effects == [Send("replica-1", Leading("leader-0", 0, ballot(0)))]
+    passive = make(config, timing)
+    passive.start(0)
+    assert passive.handle(Progress("replica-1", 1, config), 0) == []
+
+
+def test_a_restarted_leader_looks_first_in_the_first_epoch_it_joins(config, timing):
+    # Its first configuration is retired: it joins a later one on a proposal, and looks
+    # for the leader there before scouting, as at a start.
+    ldr = Leader.recover(
+        "leader-0",
+        config,
+        timing,
+        [LeaderRound(4), LeaderRetired(0)],
+        scout_id="scout-0",
+        commander_id="commander-0",
+    )
+    assert ldr.start(0) == [SetTimer("tick", timing.ping_interval)]
+    new = type(config)(1, 9, config.replicas, config.leaders, config.acceptors)
+    effects = ldr.handle(Propose("replica-0", new, 9, ((9, X),)), 0)
+    assert sends(effects) == [("leader-1", Ping("leader-0", 1))]
+    # the next epoch it joins in this life, it scouts at once
+    newer = type(config)(2, 20, config.replicas, config.leaders, config.acceptors)
+    effects = ldr.handle(Propose("replica-0", newer, 20, ((20, X),)), 0)
+    assert any(isinstance(m, StartScout) for _, m in sends(effects))
+
+
 def test_retired_epochs_stay_retired_after_a_restart(config, timing):
     ldr = Leader.recover(
         "leader-0",
@@ -293,7 +353,7 @@ def test_collect_point_is_the_minimum_durable_slot_out_of_every_replica_known(co
     assert [m for _, m in sends(ldr.handle(Timer("tick"), 40)) if isinstance(m, Collect)] == []
     ldr.handle(Progress("replica-9", 6, newer), 0)
     effects = ldr.handle(Timer("tick"), 60)
-    assert [(d, m) for d, m in sends(effects) if isinstance(m, Collect)] == [
+    assert [(d, m) for d, m in sends(effects) if isinstance(m, Collect) and m.epoch == 0] == [
         (a, Collect("leader-0", 0, 5)) for a in config.acceptors
     ]
     # no phase 2 below the point, even for a late proposal

@@ -94,6 +94,34 @@ def test_a_new_leader_gets_the_undecided_proposals_at_once(config, timing):
     assert [d for d, m in sends(effects) if isinstance(m, Propose)] == ["leader-1"]
 
 
+def test_a_decision_at_a_higher_ballot_sends_the_undecided_proposals_to_its_leader(config, timing):
+    r = make(config, timing)
+    r.handle(Leading("leader-0", 0, ballot(1)), 0)
+    r.handle(req("a", 1, ("put", "k", "v")), 0)
+    r.handle(req("b", 1, ("put", "k", "w")), 0)
+    # leader-1's Leading was lost, but its commander decides slot 1: slot 2 goes to it
+    effects = r.handle(Decisions(((1, r.proposals[1]),), ballot(2, "leader-1")), 0)
+    proposes = [(d, m) for d, m in sends(effects) if isinstance(m, Propose)]
+    assert proposes == [("leader-1", Propose("replica-0", config, 2, ((2, r.proposals[2]),)))]
+    # new proposals go to it; the same ballot again is no news: nothing is re-sent
+    effects = r.handle(req("c", 1, ("get", "k")), 0)
+    assert [d for d, m in sends(effects) if isinstance(m, Propose)] == ["leader-1"]
+    effects = r.handle(Decisions(((2, r.proposals[2]),), ballot(2, "leader-1")), 0)
+    assert [m for _, m in sends(effects) if isinstance(m, Propose)] == []
+
+
+def test_a_new_proposal_after_idling_is_retransmitted_on_the_next_stalled_tick(config, timing):
+    r = make(config, timing)
+    now = 0
+    for _ in range(20):  # idle ticks count as stalled
+        now += timing.replica_tick
+        r.handle(Timer("tick"), now)
+    r.handle(req("a", 1, ("put", "k", "v")), now)
+    now += timing.replica_tick
+    effects = r.handle(Timer("tick"), now)
+    assert any(isinstance(m, Propose) for _, m in sends(effects))
+
+
 def test_requests_beyond_the_window_wait_then_travel_as_one_batch(config):
     r = make(config, Timing(window=1, max_batch=3))
     r.handle(req("a", 1, ("put", "k", "1")), 0)

@@ -13,14 +13,16 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
 - Preempted by a higher ballot: go passive and, instead of scouting again at once,
   watch the winner with pings; scout again only when it has not answered "active"
   for ``timeout``. ``timeout`` grows multiplicatively on preemption and shrinks
-  additively on adoption (paper 3, "leader failure detection and duelling"), and on
-  each "active" answer from the watched leader, but then only down to
-  ``timeout_initial``: the duel is over, and its backoff must not slow the next
-  failover.
-- Restarted (it has used a round before) in a configuration with other leaders:
-  before scouting, it pings them for ``timeout`` (answering pings as ``abdicated``
-  meanwhile) and watches the one that answers as active. A leader that just came
-  back does not preempt the one that took over while it was down.
+  additively on adoption (paper 3, "leader failure detection and duelling"); it never
+  shrinks just because time passes, so leadership does not change hands on every
+  pause longer than the initial timeout.
+- Looking before scouting: the first epoch a leader joins in its life, if it was
+  restarted (it has used a round before) or is not the configuration's first leader,
+  it pings the others for ``timeout`` (answering pings as ``abdicated`` meanwhile) and
+  watches the one that answers as active; it scouts only if none does. A leader that
+  just came back does not preempt the one that took over while it was down, and at a
+  deployment's first start the leaders do not duel (the loser of that duel would keep
+  a doubled timeout, and the first failover would wait twice as long).
 - Active leaders ping the other leaders too. Replicas send proposals to the leader of
   the highest ballot they know of, so a leader that was preempted may run no phase 2
   that could tell it; a Pong from an active leader with a higher ballot does, and it
@@ -152,6 +154,12 @@ class Leader:
         self.timeout = timing.timeout_initial
         self.epochs: dict[int, LeaderEpoch] = {}
         self._initial = config
+        # The first epoch it joins in this life, a leader looks for an active leader
+        # before scouting if it was restarted (it has used a round before), or if it is
+        # not the configuration's first leader (at a deployment's first start, the first
+        # leader scouts at once and the others watch it instead of duelling with it,
+        # which would double the loser's timeout and slow the first failover).
+        self._look_first = max_round >= 0 or config.leaders[:1] != (leader_id,)
 
     @classmethod
     def recover(
@@ -212,16 +220,7 @@ class Leader:
             effects.append(self._persist(LeaderIdentity(self.identity)))
             self._persist_identity = False
         if self.id in self._initial.leaders and self._initial.epoch > self.retired_upto:
-            ep = self._join(self._initial, now)
-            others = [ldr for ldr in self._initial.leaders if ldr != self.id]
-            if self.max_round >= 0 and others:
-                # A restart (we scouted before): another leader has probably taken over
-                # meanwhile. Look for it first rather than preempt it with a new ballot;
-                # scout only if nobody answers as active within ``timeout``.
-                ep.hold_until = now + self.timeout
-                effects += [Send(ldr, Ping(self.id, ep.config.epoch)) for ldr in others]
-            else:
-                effects += self._start_scouting(ep, now)
+            effects += self._join_and_start(self._initial, now)
         effects.append(SetTimer(TICK, self.timing.ping_interval))
         return persist_first(effects)
 
@@ -231,8 +230,24 @@ class Leader:
                 effects = self._on_propose(msg, now)
             case Progress():
                 self.progress[msg.src] = max(self.progress.get(msg.src, 0), msg.slot_out)
-                self.known_configs.setdefault(msg.config.epoch, msg.config)
-                effects = []
+                effects = self._heard_from(msg.src, msg.slot_out, msg.config)
+                cfg = msg.config
+                if (
+                    self.id in cfg.leaders
+                    and cfg.epoch > self.retired_upto
+                    and cfg.epoch not in self.epochs
+                ):
+                    # A configuration we lead in that we have not joined (proposals go to
+                    # the leader that leads, so we may get none): join it, and watch
+                    # whoever leads it, so that someone takes over when it dies.
+                    effects += self._join_and_start(cfg, now, look=True)
+                # Remind it who leads (a Leading can be lost; it sends new proposals to
+                # the leader it last heard of).
+                for ep in self.epochs.values():
+                    if ep.active and msg.src in ep.config.replicas:
+                        effects.append(
+                            Send(msg.src, Leading(self.id, ep.config.epoch, ep.ballot_num))
+                        )
             case Adopted():
                 effects = self._on_adopted(msg, now)
             case Preempted():
@@ -255,6 +270,19 @@ class Leader:
         return persist_first(effects)
 
     # --- state changes -------------------------------------------------------------
+
+    def _join_and_start(self, config: Config, now: int, look: bool = False) -> list[Effect]:
+        """Join ``config``'s epoch and scout in it, or, the first time in this life (see
+        ``_look_first``), look for a leader that leads already: ping the others for
+        ``timeout`` (answering pings as abdicated) and watch one that answers as active
+        rather than preempt it with a new ballot; scout only if none does."""
+        ep = self._join(config, now)
+        others = [ldr for ldr in config.leaders if ldr != self.id]
+        look, self._look_first = look or self._look_first, False
+        if look and others:
+            ep.hold_until = now + self.timeout
+            return [Send(ldr, Ping(self.id, config.epoch)) for ldr in others]
+        return self._start_scouting(ep, now)
 
     def _join(self, config: Config, now: int) -> LeaderEpoch:
         ep = LeaderEpoch(config, Ballot(self.max_round + 1, self.identity), last_propose=now)
@@ -361,13 +389,6 @@ class Leader:
         if m.active and (m.src == ep.watching or now < ep.hold_until):
             ep.watching = m.src  # while stepping aside: found who leads now
             ep.last_alive = now
-            # The duel that raised the timeout is over: somebody leads and answers.
-            # Let a preemption's backoff decay back to the initial timeout, so that
-            # the failover after this leader dies is not slowed by an old duel.
-            if self.timeout > self.timing.timeout_initial:
-                self.timeout = max(
-                    self.timing.timeout_initial, self.timeout - self.timing.timeout_decrease
-                )
         elif m.abdicated and m.src == ep.watching:
             ep.last_alive = now - self.timeout - 1  # it gave up: take over on the next tick
 
@@ -401,24 +422,29 @@ class Leader:
             for part in chunks(entries, self.timing.max_entries_per_message)
         ]
 
-    def _on_propose(self, m: Propose, now: int) -> list[Effect]:
-        effects: list[Effect] = []
-        self.reported[m.src] = max(self.reported.get(m.src, 0), m.slot_out)
-        self.known_configs.setdefault(m.config.epoch, m.config)
-        if m.config.epoch > 0 and all(
-            self.reported.get(r, 0) >= m.config.start_slot for r in m.config.replicas
+    def _heard_from(self, replica: str, slot_out: int, config: Config) -> list[Effect]:
+        """A replica has applied every slot below ``slot_out`` and knows ``config``
+        (from a proposal, or a Progress report: a passive leader gets no proposals)."""
+        self.reported[replica] = max(self.reported.get(replica, 0), slot_out)
+        self.known_configs.setdefault(config.epoch, config)
+        if config.epoch > 0 and all(
+            self.reported.get(r, 0) >= config.start_slot for r in config.replicas
         ):
             # Every replica of this configuration has applied every slot before it:
             # older epochs are finished, and no replica can need their leaders again.
-            effects += self._retire(m.config.epoch - 1)
+            return self._retire(config.epoch - 1)
+        return []
+
+    def _on_propose(self, m: Propose, now: int) -> list[Effect]:
+        effects = self._heard_from(m.src, m.slot_out, m.config)
         if m.config.epoch <= self.retired_upto:
             return effects  # a late proposal for a finished epoch
         ep = self.epochs.get(m.config.epoch)
         if ep is None:
             if self.id not in m.config.leaders:
                 return effects
-            ep = self._join(m.config, now)
-            effects += self._start_scouting(ep, now)
+            effects += self._join_and_start(m.config, now)
+            ep = self.epochs[m.config.epoch]
         ep.last_propose = now
         if m.slot_out > ep.decided_below:
             ep.decided_below = m.slot_out

@@ -262,11 +262,14 @@ class Replica:
                     effects += self._on_request(c, propose=False)
                 return effects if self.recovering else effects + self._propose()
             case Decisions():
-                if msg.ballot is not None and msg.entries:
+                news: int | None = None  # the epoch whose leader we just learned
+                if msg.ballot is not None and msg.entries and not self.recovering:
                     slot = msg.entries[0][0]
                     if slot < self.slot_out + self.window:  # its configuration is known
-                        self._heard_lead(self.config_for(slot).epoch, msg.ballot)
-                return self._on_decisions(msg.entries)
+                        epoch = self.config_for(slot).epoch
+                        news = epoch if self._heard_lead(epoch, msg.ballot) else None
+                effects = self._on_decisions(msg.entries)
+                return effects if news is None else effects + self._resend_to_leader(news)
             case Leading():
                 return self._on_leading(msg)
             case CatchUp():
@@ -379,6 +382,10 @@ class Replica:
                 self._proposed.update(c.key for c in batch.commands)
                 new.append((self.slot_in, batch))
             self.slot_in += 1
+        if new:
+            # Retransmit on the next stalled ticks (1, 2, 4, 8, ...), not on a far-off
+            # 16th: the count also ran while the replica was idle.
+            self._stalled_ticks = 0
         return self._send_proposals(new, first=True)
 
     def _send_proposals(
@@ -418,13 +425,20 @@ class Replica:
     def _on_leading(self, m: Leading) -> list[Effect]:
         if self.recovering or not self._heard_lead(m.epoch, m.ballot):
             return []
-        # It may never have seen what we proposed to the one before: re-send it.
+        return self._resend_to_leader(m.epoch)
+
+    def _resend_to_leader(self, epoch: int) -> list[Effect]:
+        """We just learned who leads ``epoch`` (a Leading, or a commander's Decisions at
+        a higher ballot). That leader may never have seen what we proposed to the one
+        before: re-send it our undecided proposals of that epoch."""
         pending = [
             (s, b)
             for s, b in sorted(self.proposals.items())
-            if s >= self.slot_out and self.config_for(s).epoch == m.epoch
+            if s >= self.slot_out and self.config_for(s).epoch == epoch
         ]
-        return self._send_proposals(pending, to=m.src) if pending else []
+        if not pending:
+            return []
+        return self._send_proposals(pending, to=self._leader_of(self.config_for(pending[0][0])))
 
     # --- decisions -------------------------------------------------------------------
 

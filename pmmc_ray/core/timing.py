@@ -16,9 +16,7 @@ class Timing:
     "active" for ``timeout`` it scouts again. ``timeout`` grows by
     ``timeout_factor`` on every preemption and shrinks by ``timeout_decrease`` on
     every adoption, within [``timeout_min``, ``timeout_max``], so duelling leaders
-    back off instead of preempting each other forever. While the watched leader
-    answers "active", a grown ``timeout`` shrinks by ``timeout_decrease`` per answer
-    back to ``timeout_initial``.
+    back off instead of preempting each other forever.
     """
 
     window: int = 8

@@ -59,7 +59,10 @@ MAX_FRAME = 64 << 20
 MAX_HELLO = 4096
 """Largest handshake header in bytes."""
 
-VERSION = 1
+VERSION = 2
+"""The frames' protocol version, checked in the handshake: a peer that speaks another
+(an actor of an older release still running) is refused at connect time, not when a
+message it cannot build arrives. 2: ``Leading``, ``Decisions.ballot``, ``Pong.ballot``."""
 _HEADER = struct.Struct(">I")
 
 
