@@ -89,7 +89,7 @@ def test_walkthrough_on_a_local_multi_node_cluster(tmp_path):
             "--config",
             str(cfg),
             "--seed",
-            "2",
+            "5",  # its 30 s: a pause, kills by SIGKILL and ray.kill (4 episodes)
             "--duration",
             "30",
             "--clients",
