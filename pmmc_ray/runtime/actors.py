@@ -181,6 +181,10 @@ class _Faults:
         }
 
 
+_WARM_AFTER_S = 1.0
+"""How long after its start an actor opens its streams to the other members."""
+
+
 # --- metrics -------------------------------------------------------------------------------
 
 
@@ -332,6 +336,21 @@ class _Host:
             host=ray.util.get_node_ip_address(),
         )
         self.loop.create_task(self.data.start())
+        self.loop.create_task(self._warm_links())
+
+    async def _warm_links(self) -> None:
+        """Open the streams to every member of the initial configuration (and their
+        scouts and commanders) soon after start: the paths a failover takes for the
+        first time (a passive leader's scout to the acceptors, its commander to the
+        acceptors and replicas) are then up when it happens."""
+        await asyncio.sleep(_WARM_AFTER_S)  # the deployment's other actors are being made
+        if self.data is None or self.data.closed:
+            return
+        c = self.cfg
+        leaders = c.leader_ids()
+        names = [*c.replica_ids(), *leaders, *c.acceptor_ids()]
+        names += [scout_of(x) for x in leaders] + [commander_of(x) for x in leaders]
+        self.data.warm(n for n in names if n != self.name)
 
     async def _resolve(self, dst: str) -> tuple[str, int]:
         h = self._peer(dst)

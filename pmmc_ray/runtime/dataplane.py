@@ -280,6 +280,19 @@ class DataPlane:
             self.dropped_full += 1
         return len(payload)
 
+    def warm(self, dsts: Iterable[str]) -> None:
+        """Open the streams to ``dsts`` now, before anything is sent: a path first used
+        in a failover (a passive leader's scout and commander) then finds them up,
+        instead of paying a lookup and a handshake while the service waits."""
+        for dst in dsts:
+            if dst == self.name:
+                continue
+            link = self.links.get(dst)
+            if link is None:
+                link = self.links[dst] = _Link(self, dst)
+            link.wanted_at = time.monotonic()
+            link.start()
+
     def forget(self, dst: str) -> None:
         """Drop the link to ``dst`` (its actor was replaced): the next send reopens it."""
         link = self.links.pop(dst, None)
