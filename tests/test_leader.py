@@ -123,8 +123,40 @@ def test_at_a_first_start_only_the_first_leader_scouts_at_once(config, timing):
     # and scouts when the first leader is not there
     lonely = Leader("leader-1", config, timing, scout_id="scout-1", commander_id="commander-1")
     lonely.start(0)
-    effects = lonely.handle(Timer("tick"), lonely.timeout + 1)
+    # it looks for twice the timeout (one plus its place among the leaders)
+    assert not any(
+        isinstance(m, StartScout)
+        for _, m in sends(lonely.handle(Timer("tick"), lonely.timeout + 1))
+    )
+    effects = lonely.handle(Timer("tick"), 2 * lonely.timeout + 1)
     assert any(isinstance(m, StartScout) for _, m in sends(effects))
+
+
+def test_a_watcher_scouts_above_the_ballot_of_the_leader_it_watched(config, timing):
+    # It joined by looking, never preempted: the Pongs told it the leader's ballot.
+    second = Leader("leader-1", config, timing, scout_id="scout-1", commander_id="commander-1")
+    second.start(0)
+    second.handle(Pong("leader-0", 0, True, False, ballot(7)), 3)
+    # leader-0 goes silent; past the look-first hold (twice the timeout for leader-1)
+    effects = second.handle(Timer("tick"), 2 * second.timeout + 5)
+    assert effects[:2] == [
+        Persist(LeaderRound(8)),
+        Send("scout-1", StartScout(config, ballot(8, "leader-1"))),
+    ]
+
+
+def test_only_the_first_leader_scouts_at_once_in_a_new_epoch(config, timing):
+    # A reconfiguration: both leaders get the first proposal of epoch 1; only its first
+    # leader scouts, so the two do not duel (the loser's timeout would double).
+    new = type(config)(1, 9, config.replicas, config.leaders, config.acceptors)
+    first, second = (
+        active_leader(config, timing),
+        Leader("leader-1", config, timing, scout_id="scout-1", commander_id="commander-1"),
+    )
+    second.start(0)
+    propose = Propose("replica-0", new, 9, ((9, X),))
+    assert any(isinstance(m, StartScout) for _, m in sends(first.handle(propose, 5)))
+    assert sends(second.handle(propose, 5)) == [("leader-0", Ping("leader-1", 1))]
 
 
 def test_adopted_overrides_proposals_with_pmax_and_runs_phase2(config, timing):

@@ -16,13 +16,16 @@ A leader process keeps one :class:`LeaderEpoch` per configuration it belongs to
   additively on adoption (paper 3, "leader failure detection and duelling"); it never
   shrinks just because time passes, so leadership does not change hands on every
   pause longer than the initial timeout.
-- Looking before scouting: the first epoch a leader joins in its life, if it was
-  restarted (it has used a round before) or is not the configuration's first leader,
-  it pings the others for ``timeout`` (answering pings as ``abdicated`` meanwhile) and
-  watches the one that answers as active; it scouts only if none does. A leader that
-  just came back does not preempt the one that took over while it was down, and at a
-  deployment's first start the leaders do not duel (the loser of that duel would keep
-  a doubled timeout, and the first failover would wait twice as long).
+- Looking before scouting: when an epoch starts (a deployment's first start, a
+  reconfiguration), only its first leader scouts at once. The others, a leader
+  restarted (it has used a round before; the first epoch it joins in this life), and
+  one that joins an epoch on a replica's report rather than a proposal, first ping the
+  other leaders for ``timeout`` times one plus their place among the leaders
+  (answering pings as ``abdicated`` meanwhile) and watch one that answers as active,
+  taking its ballot from the Pong to scout above it should it die; they scout only if
+  none answers. A leader that just came back does not preempt the one that took over
+  while it was down, and leaders do not duel when an epoch starts (the loser of a
+  duel keeps a doubled timeout, and the next failover waits that long).
 - Active leaders ping the other leaders too. Replicas send proposals to the leader of
   the highest ballot they know of, so a leader that was preempted may run no phase 2
   that could tell it; a Pong from an active leader with a higher ballot does, and it
@@ -154,12 +157,9 @@ class Leader:
         self.timeout = timing.timeout_initial
         self.epochs: dict[int, LeaderEpoch] = {}
         self._initial = config
-        # The first epoch it joins in this life, a leader looks for an active leader
-        # before scouting if it was restarted (it has used a round before), or if it is
-        # not the configuration's first leader (at a deployment's first start, the first
-        # leader scouts at once and the others watch it instead of duelling with it,
-        # which would double the loser's timeout and slow the first failover).
-        self._look_first = max_round >= 0 or config.leaders[:1] != (leader_id,)
+        # Restarted (it has used a round before): the first epoch it joins in this life,
+        # it looks for an active leader before scouting (see _join_and_start).
+        self._look_first = max_round >= 0
 
     @classmethod
     def recover(
@@ -272,15 +272,21 @@ class Leader:
     # --- state changes -------------------------------------------------------------
 
     def _join_and_start(self, config: Config, now: int, look: bool = False) -> list[Effect]:
-        """Join ``config``'s epoch and scout in it, or, the first time in this life (see
-        ``_look_first``), look for a leader that leads already: ping the others for
-        ``timeout`` (answering pings as abdicated) and watch one that answers as active
-        rather than preempt it with a new ballot; scout only if none does."""
+        """Join ``config``'s epoch. Its first leader scouts at once; the others, a
+        leader restarted (the first epoch it joins in this life) and one that joins on
+        a report rather than a proposal (``look``) first look for a leader that leads
+        already: they ping the others (answering pings as abdicated) for ``timeout``
+        times one plus their place in the list of leaders, watch one that answers as
+        active, and scout only if none does. So leaders do not duel when an epoch
+        starts (a deployment's first start, a reconfiguration, a restart of them all):
+        a duel doubles the loser's timeout, and the next failover waits that long."""
         ep = self._join(config, now)
         others = [ldr for ldr in config.leaders if ldr != self.id]
-        look, self._look_first = look or self._look_first, False
+        place = config.leaders.index(self.id)
+        look = look or self._look_first or place > 0
+        self._look_first = False
         if look and others:
-            ep.hold_until = now + self.timeout
+            ep.hold_until = now + self.timeout * (1 + place)
             return [Send(ldr, Ping(self.id, config.epoch)) for ldr in others]
         return self._start_scouting(ep, now)
 
@@ -389,6 +395,10 @@ class Leader:
         if m.active and (m.src == ep.watching or now < ep.hold_until):
             ep.watching = m.src  # while stepping aside: found who leads now
             ep.last_alive = now
+            if m.ballot is not None and not m.ballot < ep.ballot_num:
+                # Should it die, scout above its ballot at once: a scout below it would
+                # only be preempted, and then wait a doubled timeout watching a corpse.
+                ep.ballot_num = Ballot(m.ballot.round + 1, self.identity)
         elif m.abdicated and m.src == ep.watching:
             ep.last_alive = now - self.timeout - 1  # it gave up: take over on the next tick
 

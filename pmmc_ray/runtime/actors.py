@@ -683,6 +683,16 @@ class _Host:
         )
         return self.faults.as_dict()
 
+    async def warm_links(self, peers: list | tuple) -> int:
+        """Open this actor's streams to ``peers`` now (see ``_warm_links``); how many."""
+        if not all(isinstance(p, str) for p in peers):
+            raise ValueError("peers must be actor names")
+        if self.data is None:
+            return 0
+        names = [p for p in peers if p != self.name]
+        self.data.warm(names)
+        return len(names)
+
     async def cut_links(self, peers: list | tuple | None = None) -> list[str]:
         """Reset this actor's data-plane streams to and from ``peers`` (all if None), as
         a network fault would: what they buffered is lost, and they reconnect. The peers

@@ -256,6 +256,9 @@ class Deployment:
         self._save()
         self.wait_ready(timeout_s, names=created)
         self._record_placement(created)
+        # Every member opens its streams to the others now (the new members are not in
+        # the initial configuration the actors warmed their streams for at start).
+        self._gather("warm_links", 5.0, list(self.members))
         op = Reconfigure(tuple(new["replica"]), tuple(new["leader"]), tuple(new["acceptor"]))
         client = Client(self.config, timeout_s=timeout_s, replicas=list(cur["replicas"]))
         return int(client.execute(op))
