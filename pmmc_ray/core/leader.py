@@ -229,25 +229,7 @@ class Leader:
             case Propose():
                 effects = self._on_propose(msg, now)
             case Progress():
-                self.progress[msg.src] = max(self.progress.get(msg.src, 0), msg.slot_out)
-                effects = self._heard_from(msg.src, msg.slot_out, msg.config)
-                cfg = msg.config
-                if (
-                    self.id in cfg.leaders
-                    and cfg.epoch > self.retired_upto
-                    and cfg.epoch not in self.epochs
-                ):
-                    # A configuration we lead in that we have not joined (proposals go to
-                    # the leader that leads, so we may get none): join it, and watch
-                    # whoever leads it, so that someone takes over when it dies.
-                    effects += self._join_and_start(cfg, now, look=True)
-                # Remind it who leads (a Leading can be lost; it sends new proposals to
-                # the leader it last heard of).
-                for ep in self.epochs.values():
-                    if ep.active and msg.src in ep.config.replicas:
-                        effects.append(
-                            Send(msg.src, Leading(self.id, ep.config.epoch, ep.ballot_num))
-                        )
+                effects = self._on_progress(msg, now)
             case Adopted():
                 effects = self._on_adopted(msg, now)
             case Preempted():
@@ -444,6 +426,26 @@ class Leader:
             # older epochs are finished, and no replica can need their leaders again.
             return self._retire(config.epoch - 1)
         return []
+
+    def _on_progress(self, m: Progress, now: int) -> list[Effect]:
+        self.progress[m.src] = max(self.progress.get(m.src, 0), m.slot_out)
+        effects = self._heard_from(m.src, m.slot_out, m.config)
+        cfg = m.config
+        if (
+            self.id in cfg.leaders
+            and cfg.epoch > self.retired_upto
+            and cfg.epoch not in self.epochs
+        ):
+            # A configuration we lead in that we have not joined (proposals go to
+            # the leader that leads, so we may get none): join it, and watch
+            # whoever leads it, so that someone takes over when it dies.
+            effects += self._join_and_start(cfg, now, look=True)
+        # Remind it who leads (a Leading can be lost; it sends new proposals to
+        # the leader it last heard of).
+        for ep in self.epochs.values():
+            if ep.active and m.src in ep.config.replicas:
+                effects.append(Send(m.src, Leading(self.id, ep.config.epoch, ep.ballot_num)))
+        return effects
 
     def _on_propose(self, m: Propose, now: int) -> list[Effect]:
         effects = self._heard_from(m.src, m.slot_out, m.config)

@@ -438,7 +438,7 @@ class Replica:
         ]
         if not pending:
             return []
-        return self._send_proposals(pending, to=self._leader_of(self.config_for(pending[0][0])))
+        return self._send_proposals(pending, to=leader_of_ballot(self._leads[epoch].leader))
 
     # --- decisions -------------------------------------------------------------------
 

@@ -146,27 +146,34 @@ def tree_cpu_s(root: int | None = None) -> float | None:
     return total
 
 
+async def _muxed_pool(
+    dep: Deployment, n: int, label: str, recorder: HistoryRecorder
+) -> tuple[SubmitMux, list[AsyncClient], int, str]:
+    """``n`` paper clients sharing one mux, each with its session open (a trip through
+    the log, before any timing), the number of keys (n/4) and a key prefix of this run
+    only: the history checked is this run's, so no key may hold an earlier run's value."""
+    mux = SubmitMux()
+    clients = dep.muxed_clients(
+        n,
+        mux,
+        client_prefix=f"{label}-",
+        timeout_s=30.0,
+        attempt_timeout_s=10.0,
+        recorder=recorder,
+    )
+    keys = max(1, n // 4)
+    prefix = f"{label}-{time.time_ns():x}-"
+    await asyncio.gather(*(c.get(f"{prefix}{i % keys}") for i, c in enumerate(clients)))
+    return mux, clients, keys, prefix
+
+
 async def _pipelined(
     dep: Deployment, n: int, duration_s: float, value_bytes: int, recorder: HistoryRecorder
 ) -> dict[str, Any]:
     """``n`` paper clients in this event loop, one mux: puts and gets of
     ``value_bytes``-byte values on n/4 keys, closed loop, for ``duration_s``."""
     loop = asyncio.get_running_loop()
-    mux = SubmitMux()
-    clients = dep.muxed_clients(
-        n,
-        mux,
-        client_prefix=f"bench{n}-",
-        timeout_s=30.0,
-        attempt_timeout_s=10.0,
-        recorder=recorder,
-    )
-    keys = max(1, n // 4)
-    # Keys of this run only: the history checked is this run's, so no key may hold a
-    # value an earlier run wrote.
-    prefix = f"pipelined{n}-{time.time_ns():x}-"
-    # Warm up: every client opens its session (a trip through the log) before timing.
-    await asyncio.gather(*(c.get(f"{prefix}{i % keys}") for i, c in enumerate(clients)))
+    mux, clients, keys, prefix = await _muxed_pool(dep, n, f"pipelined{n}", recorder)
     latencies: list[float] = []
     unknown = 0
     calls0, cmds0 = mux.calls, mux.commands
@@ -238,19 +245,7 @@ async def _open_loop(
     """``rate`` operations per second on a fixed schedule, on a pool of ``n`` paper
     clients sharing one mux: puts and gets (alternately) of ``value_bytes``-byte
     values on n/4 keys, as in :func:`_pipelined`."""
-    mux = SubmitMux()
-    clients = dep.muxed_clients(
-        n,
-        mux,
-        client_prefix=f"open{rate:g}-",
-        timeout_s=30.0,
-        attempt_timeout_s=10.0,
-        recorder=recorder,
-    )
-    keys = max(1, n // 4)
-    prefix = f"open{rate:g}-{time.time_ns():x}-"
-    # Every client opens its session before the schedule starts.
-    await asyncio.gather(*(c.get(f"{prefix}{i % keys}") for i, c in enumerate(clients)))
+    mux, clients, keys, prefix = await _muxed_pool(dep, n, f"open{rate:g}", recorder)
     calls0, cmds0 = mux.calls, mux.commands
 
     async def op(client: int, i: int) -> None:

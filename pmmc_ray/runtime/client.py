@@ -325,7 +325,29 @@ class _Base:
         )
 
 
-class Client(_Base):
+class KVMethods:
+    """The KV store's operations on top of a blocking ``execute(op)`` (which the class
+    that mixes this in defines)."""
+
+    def get(self, key: str) -> str | None:
+        """The value of ``key``, or None if it is absent."""
+        return self.execute(("get", key))
+
+    def put(self, key: str, value: str) -> None:
+        self.execute(("put", key, value))
+
+    def delete(self, key: str) -> None:
+        self.execute(("delete", key))
+
+    def append(self, key: str, value: str) -> None:
+        self.execute(("append", key, value))
+
+    def cas(self, key: str, expected: str | None, new: str) -> bool:
+        """Set ``key`` to ``new`` if its value is ``expected`` (None: absent)."""
+        return self.execute(("cas", key, expected, new))
+
+
+class Client(KVMethods, _Base):
     """A blocking client (thread-safe; one command in flight at a time).
 
     ``handles``: actor handles of replicas the caller already holds, by name (copied).
@@ -390,23 +412,6 @@ class Client(_Base):
             self._in_doubt = (cmd, entry)  # for retry()
             raise
         raise AssertionError("unreachable: _attempts ends by raising")
-
-    def get(self, key: str) -> str | None:
-        """The value of ``key``, or None if it is absent."""
-        return self.execute(("get", key))
-
-    def put(self, key: str, value: str) -> None:
-        self.execute(("put", key, value))
-
-    def delete(self, key: str) -> None:
-        self.execute(("delete", key))
-
-    def append(self, key: str, value: str) -> None:
-        self.execute(("append", key, value))
-
-    def cas(self, key: str, expected: str | None, new: str) -> bool:
-        """Set ``key`` to ``new`` if its value is ``expected`` (None: absent)."""
-        return self.execute(("cas", key, expected, new))
 
 
 class AsyncClient(_Base):

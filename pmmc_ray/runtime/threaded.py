@@ -53,7 +53,7 @@ import ray
 
 from ..core import Reconfigure
 from ..core.replica import validate_reconfigure
-from .client import AsyncClient, HistoryRecorder, OutcomeUnknownError, outcome_of
+from .client import AsyncClient, HistoryRecorder, KVMethods, OutcomeUnknownError, outcome_of
 from .config import DeploymentConfig, load_app_class
 from .mux import SubmitMux
 
@@ -64,7 +64,7 @@ class ClientClosedError(RuntimeError):
     """The :class:`ThreadedClient` is closed: the operation was not sent."""
 
 
-class ThreadedClient:
+class ThreadedClient(KVMethods):
     """A blocking client that any number of threads may share, with up to ``sessions``
     operations in flight (one per paper client of its pool), their commands multiplexed
     by one :class:`~pmmc_ray.runtime.mux.SubmitMux` on a background event loop.
@@ -141,23 +141,6 @@ class ThreadedClient:
         the same command id: it is performed at most once, and this returns its result.
         Raises RuntimeError if this thread has no operation in doubt on this client."""
         return self._call(None, retry=True)
-
-    def get(self, key: str) -> str | None:
-        """The value of ``key``, or None if it is absent."""
-        return self.execute(("get", key))
-
-    def put(self, key: str, value: str) -> None:
-        self.execute(("put", key, value))
-
-    def delete(self, key: str) -> None:
-        self.execute(("delete", key))
-
-    def append(self, key: str, value: str) -> None:
-        self.execute(("append", key, value))
-
-    def cas(self, key: str, expected: str | None, new: str) -> bool:
-        """Set ``key`` to ``new`` if its value is ``expected`` (None: absent)."""
-        return self.execute(("cas", key, expected, new))
 
     # --- lifecycle ----------------------------------------------------------------------
 
